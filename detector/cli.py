@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -55,6 +56,95 @@ def cmd_train(args) -> int:
     print(f"checkpoint: {ckpt}")
     return 0
 
+def cmd_sample(args) -> int:
+    from gan_inversion.checkpoints import load_bundle
+    from gan_inversion.data import save_grid, save_png
+    from gan_inversion.metrics import generate
+
+    device = pick_device(args.device)
+    bundle = load_bundle(args.bundle, device=device)
+    images = generate(bundle.G_ema, args.n, seed=args.seed, psi=args.psi, device=device)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        save_grid(images, out, nrow=args.nrow or max(1, round(args.n**0.5)))
+        print(f"wrote a grid of {args.n} samples ({bundle.G_ema.img_resolution}px, psi={args.psi}, "
+              f"seed={args.seed}) to {out}")
+    else:
+        for i, img in enumerate(images):
+            save_png(img, out / f"seed{args.seed:04d}_{i:05d}.png")
+        print(f"wrote {args.n} PNGs at {bundle.G_ema.img_resolution}x{bundle.G_ema.img_resolution} to {out}/")
+    return 0
+
+
+def cmd_eval_gan(args) -> int:
+    from gan_inversion.checkpoints import load_bundle
+    from gan_inversion.data import FMNIST_CLASSES, load_fashion_mnist, to_uint8
+    from gan_inversion.metrics import (
+        class_histogram,
+        embed,
+        frechet_distance,
+        generate,
+        load_feature_net,
+        predict,
+        save_feature_net,
+        train_feature_net,
+    )
+
+    device = pick_device(args.device)
+    bundle = load_bundle(args.bundle, device=device)
+    train_ds = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)
+    test_ds = load_fashion_mnist(args.data, split="test", canvas=bundle.G_ema.img_resolution)
+    net_path = Path(args.feature_net)
+    if not net_path.exists():
+        print(f"training the FID feature network on the train split -> {net_path}")
+        net, info = train_feature_net(train_ds, test_ds, device=device)
+        save_feature_net(net_path, net, info)
+    net, info = load_feature_net(net_path, device=device)
+    n = args.n
+    g = torch.Generator().manual_seed(args.seed)
+    train_idx = torch.randperm(len(train_ds), generator=g)[:n]
+    test_idx = torch.arange(min(n, len(test_ds)))
+    fakes = generate(bundle.G_ema, n, seed=args.seed, psi=args.psi, device=device, progress=True)
+    f_fake = embed(net, fakes, device=device)
+    f_test = embed(net, test_ds.images[test_idx], device=device)
+    f_train = embed(net, train_ds.images[train_idx], device=device)
+    hist = class_histogram(predict(net, to_uint8(fakes), device=device))
+    result = {
+        "bundle": str(args.bundle), "kimg": bundle.progress.get("kimg"), "psi": args.psi, "n": n,
+        "fid_samples_vs_test": round(frechet_distance(f_fake, f_test), 3),
+        "fid_train_vs_test": round(frechet_distance(f_train, f_test), 3),
+        "feature_net_test_accuracy": round(info["test_accuracy"], 4),
+        "sample_class_histogram": {c: round(h, 4) for c, h in zip(FMNIST_CLASSES, hist, strict=True)},
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from gan_inversion.checkpoints import atomic_save, load_bundle
+    from gan_inversion.legacy import convert_rosinality
+
+    atomic_save(convert_rosinality(args.src), args.dst)
+    b = load_bundle(args.dst)
+    G = b.G_ema
+    print(f"converted {args.src} -> {args.dst}: {G.img_resolution}x{G.img_resolution}x{G.img_channels}, "
+          f"w_dim {G.w_dim}, {G.num_ws} ws, D {'included' if b.D is not None else 'absent'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from gan_inversion.checkpoints import load_bundle, save_bundle
+
+    b = load_bundle(args.checkpoint)
+    meta = {**b.meta, "exported_from": Path(args.checkpoint).name}
+    save_bundle(args.dst, G_ema=b.G_ema, G=b.G, D=b.D, progress=b.progress, data=b.data, meta=meta, half=args.half)
+    size = Path(args.dst).stat().st_size / 2**20
+    print(f"exported {args.checkpoint} ({b.progress.get('kimg')} kimg) -> {args.dst} ({size:.1f} MiB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resynth", description="GAN-inversion deepfake detection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,12 +169,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a generator bundle")
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", default="samples.png", help="a .png path for a grid, or a folder for single PNGs")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--psi", type=float, default=1.0, help="truncation psi (1: none)")
+    s.add_argument("--nrow", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("eval-gan", help="FID of a Fashion-MNIST generator, with the train-vs-test floor")
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--feature-net", default=str(DEFAULT_FID_NET), help="trained on first use if missing")
+    s.add_argument("--n", type=int, default=10000, help="images per set (>= 5000 recommended)")
+    s.add_argument("--psi", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", help="also write the result here")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_eval_gan)
+
+    s = sub.add_parser("convert", help="convert a rosinality/stylegan2-pytorch .pt into a resynth bundle")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("export", help="strip a training checkpoint down to a bundle (optionally fp16)")
+    s.add_argument("checkpoint")
+    s.add_argument("dst")
+    s.add_argument("--half", action="store_true", help="store weights as float16")
+    s.set_defaults(func=cmd_export)
     return p
 
 def main(argv: list[str] | None = None) -> int:
+    from gan_inversion.checkpoints import BundleError
+    from gan_inversion.data import DataError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except (BundleError, DataError, FileNotFoundError, ValueError) as exc:
+        print(f"resynth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,49 @@
+# resynth — the two commands a fresh machine needs: `make serve` and `make test`.
+# Each does its own set-up, idempotently: .venv, packages, Fashion-MNIST data.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   := data/FashionMNIST/raw/train-images-idx3-ubyte
+DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup data test test-fast serve lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch/torchvision first: on the project's machines pip takes these exact releases from local disk.
+	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
+	  || $(BIN)/python -m pip install -q "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST: Debian's dataset-fashion-mnist when apt can install it, else torchvision's downloader.
+$(DATA): | $(STAMP)
+	@if [ ! -f $(DEBIAN_FMNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) \
+	  || echo "apt could not install dataset-fashion-mnist: falling back to torchvision's downloader"; \
+	fi
+	$(BIN)/resynth prepare-data --data data
+
+data: $(DATA)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup data lint
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Until the HTTP service lands, `make serve` samples the embedded default generator.
+serve: setup
+	$(BIN)/resynth sample --n 64 --out out/samples.png
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,0 +1,96 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detector.cli import DEFAULT_DATA
+from gan_inversion.data import (
+    DataError,
+    fashion_mnist_framing,
+    fit_to_square,
+    frame_native,
+    load_fashion_mnist,
+    load_image_folder,
+    prepare_fashion_mnist,
+    to_float,
+    to_uint8,
+)
+
+
+def test_framing_centres_without_stretching():
+    img = torch.full((2, 1, 28, 28), 200, dtype=torch.uint8)
+    framed = frame_native(img, fashion_mnist_framing(32))
+    assert framed.shape == (2, 1, 32, 32)
+    assert (framed[..., 2:30, 2:30] == 200).all()
+    assert framed[..., :2, :].sum() == 0 and framed[..., :, 30:].sum() == 0
+    with pytest.raises(ValueError, match="native 28x28"):
+        frame_native(torch.zeros(1, 1, 32, 32, dtype=torch.uint8), fashion_mnist_framing(32))
+
+
+def test_float_round_trip():
+    x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    assert to_float(x).min() == -1 and to_float(x).max() == 1
+    assert torch.equal(to_uint8(to_float(x)), x)
+
+
+def _write_idx(path, arr: np.ndarray, magic: int):
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_prepare_from_debian_layout(tmp_path):
+    deb = tmp_path / "deb"
+    deb.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("t10k", 5)):
+        _write_idx(deb / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
+        _write_idx(deb / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 2049)
+    raw = prepare_fashion_mnist(tmp_path / "data", debian_dir=deb, download=False)
+    assert (raw / "train-images-idx3-ubyte").stat().st_size == 16 + 12 * 28 * 28
+    ds = load_fashion_mnist(tmp_path / "data", split="test")
+    assert ds.images.shape == (5, 1, 32, 32) and ds.labels.shape == (5,)
+    assert ds.framing["offset"] == 2 and len(ds.fingerprint()) == 64
+    with pytest.raises(DataError, match="make data"):
+        prepare_fashion_mnist(tmp_path / "elsewhere", debian_dir=tmp_path / "none", download=False)
+    with pytest.raises(ValueError, match="split"):
+        load_fashion_mnist(tmp_path / "data", split="val")
+
+
+def test_real_fashion_mnist_splits():
+    train, test = load_fashion_mnist(DEFAULT_DATA, split="train"), load_fashion_mnist(DEFAULT_DATA, split="test")
+    assert len(train) == 60000 and len(test) == 10000
+    assert train.images.shape[1:] == (1, 32, 32) and train.images.dtype == torch.uint8
+    assert train.images[:, :, :2].max() == 0  # the padding border is black
+    assert train.fingerprint() != test.fingerprint()
+    assert sorted(train.labels.unique().tolist()) == list(range(10))
+
+
+def test_image_folder(tmp_path):
+    Image.new("RGB", (64, 40), (255, 0, 0)).save(tmp_path / "wide.png")
+    Image.new("L", (20, 30), 128).save(tmp_path / "small.jpg")
+    rgba = Image.new("RGBA", (16, 16), (0, 255, 0, 0))  # fully transparent -> black background
+    rgba.save(tmp_path / "sub_alpha.png")
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.full((10, 10), 60000, dtype=np.uint16)).save(tmp_path / "sub" / "deep.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds = load_image_folder(tmp_path, resolution=16, channels=3)
+    assert ds.images.shape == (4, 3, 16, 16)
+    assert len(ds.skipped) == 1 and "broken.png" in ds.skipped[0]
+    gray = load_image_folder(tmp_path, resolution=8, channels=1)
+    assert gray.images.shape == (4, 1, 8, 8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_image_folder(tmp_path / "empty", resolution=8, channels=1)
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "missing", resolution=8, channels=1)
+
+
+def test_fit_to_square_crops_centre():
+    img = Image.new("L", (30, 10), 0)
+    img.paste(255, (10, 0, 20, 10))  # a bright centre band
+    out = np.asarray(fit_to_square(img, 10))
+    assert out.shape == (10, 10) and out.min() > 200
