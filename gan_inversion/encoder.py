@@ -1,0 +1,235 @@
+"""Encoder image -> W+ (offsets from w_avg), its training, and hybrid inversion (encoder + a few projector steps).
+
+The encoder is a compact residual CNN without batch statistics (each image's code depends on that image
+only). It is trained on generator samples, whose latents are known (latent loss + image losses), and on
+real train-split images (pixel + perceptual reconstruction loss, plus a regulariser that keeps codes in
+the generator's domain: close to w_avg and with little spread across layers, as e4e does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoints import BundleError, atomic_save, read_checkpoint
+from .data import ImageDataset, to_float
+from .networks import Generator, channels_at, style_mix
+from .perceptual import PerceptualDistance
+from .projector import ProjectConfig, ProjectionResult, project, reconstruction_loss
+
+ENCODER_FORMAT = "resynth-encoder"
+
+
+def generator_fingerprint(G: Generator) -> str:
+    """Content hash of G's weights (independent of the file they came from)."""
+    h = hashlib.sha256()
+    for k, v in sorted(G.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, stride=2)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x):
+        y = self.conv1(F.leaky_relu(self.conv0(F.leaky_relu(x, 0.2)), 0.2))
+        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2)
+
+
+class Encoder(nn.Module):
+    def __init__(
+        self,
+        img_resolution: int = 32,   # Input resolution (a power of two).
+        img_channels: int = 1,      # Input colour channels.
+        num_ws: int = 8,            # Number of W+ rows to predict (the generator's num_ws).
+        w_dim: int = 128,           # Dimensionality of each w.
+        channel_base: int = 2048,   # Channels at resolution res: min(channel_base / res, channel_max).
+        channel_max: int = 128,
+        hidden: int = 512,          # Width of the fully connected head.
+    ):
+        super().__init__()
+        self.init_kwargs = dict(img_resolution=img_resolution, img_channels=img_channels, num_ws=num_ws, w_dim=w_dim,
+                                channel_base=channel_base, channel_max=channel_max, hidden=hidden)
+        self.img_resolution, self.img_channels, self.num_ws, self.w_dim = img_resolution, img_channels, num_ws, w_dim
+        ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
+        self.fromimg = nn.Conv2d(img_channels, ch(img_resolution), 3, padding=1)
+        blocks, res = [], img_resolution
+        while res > 4:
+            blocks.append(EncoderBlock(ch(res), ch(res // 2)))
+            res //= 2
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(ch(4) * 16, hidden)
+        self.out = nn.Linear(hidden, num_ws * w_dim)
+        nn.init.zeros_(self.out.weight)  # start at w_avg
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """img [N, C, H, W] in [-1, 1] -> ws [N, num_ws, w_dim]."""
+        if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
+            raise ValueError(f"encoder expects [N, {self.img_channels}, {self.img_resolution}, "
+                             f"{self.img_resolution}], got {list(img.shape)}")
+        x = self.blocks(self.fromimg(img))
+        x = F.leaky_relu(self.fc(F.leaky_relu(x, 0.2).flatten(1)), 0.2)
+        return self.w_avg + self.out(x).view(-1, self.num_ws, self.w_dim)
+
+
+def encoder_for(G: Generator, **kwargs) -> Encoder:
+    E = Encoder(img_resolution=G.img_resolution, img_channels=G.img_channels, num_ws=G.num_ws, w_dim=G.w_dim,
+                **kwargs)
+    with torch.no_grad():
+        E.w_avg.copy_(G.w_avg)
+    return E
+
+
+@dataclass(frozen=True)
+class EncoderTrainConfig:
+    steps: int = 3000
+    batch_fake: int = 16
+    batch_real: int = 16
+    lr: float = 2e-4
+    latent_weight: float = 1.0     # MSE to the known ws of generator samples
+    pixel_weight: float = 1.0      # image loss = perceptual + pixel_weight * MSE
+    reg_weight: float = 0.05       # real images: mean |ws - w_avg|^2 + layer spread
+    mixing_prob: float = 0.5       # style-mixed samples teach W+ codes that stay in-domain
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+def _save_encoder(path: Path, E: Encoder, *, G_fp: str, backend: str, cfg: EncoderTrainConfig, step: int,
+                  opt: torch.optim.Optimizer | None, elapsed_s: float, metrics: dict) -> None:
+    obj = {"format": ENCODER_FORMAT, "arch": dict(E.init_kwargs), "state_dict": E.state_dict(),
+           "generator_fingerprint": G_fp, "perceptual": backend, "config": dataclasses.asdict(cfg),
+           "step": step, "elapsed_s": elapsed_s, "metrics": dict(metrics)}
+    if opt is not None:
+        obj["opt"] = opt.state_dict()
+    atomic_save(obj, path)
+
+
+def load_encoder(path: str | Path, *, G: Generator | None = None, device="cpu") -> tuple[Encoder, dict]:
+    """Load an encoder; with G given, refuse one trained for another generator."""
+    obj = read_checkpoint(path)
+    if obj.get("format") != ENCODER_FORMAT:
+        raise BundleError(f"{path}: not a resynth encoder file")
+    if G is not None and obj["generator_fingerprint"] != generator_fingerprint(G):
+        raise BundleError(f"{path}: this encoder was trained for another generator "
+                          f"(fingerprint {obj['generator_fingerprint'][:12]}…)")
+    E = Encoder(**obj["arch"])
+    try:
+        E.load_state_dict(obj["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{path}: encoder weights do not match its architecture: {exc}") from exc
+    info = {k: obj[k] for k in ("generator_fingerprint", "perceptual", "config", "step", "elapsed_s", "metrics")}
+    return E.to(device).eval().requires_grad_(False), info
+
+
+def train_encoder(
+    path: str | Path,
+    G: Generator,
+    reals: ImageDataset,
+    *,
+    perceptual: PerceptualDistance,
+    cfg: EncoderTrainConfig = EncoderTrainConfig(),
+    device="cpu",
+    max_steps: int | None = None,
+    progress: bool = True,
+    log_path: str | Path | None = None,
+) -> Path:
+    """Train (or resume) an encoder for G, saved at `path`. Resumable: reruns continue from the last save."""
+    path = Path(path)
+    G = G.eval().requires_grad_(False).to(device)
+    G_fp = generator_fingerprint(G)
+    torch.manual_seed(cfg.seed)
+    E = encoder_for(G).to(device).train()
+    opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    step, elapsed0 = 0, 0.0
+    if path.exists():
+        obj = read_checkpoint(path)
+        if obj.get("generator_fingerprint") != G_fp:
+            raise BundleError(f"{path}: existing encoder was trained for another generator; use a new path")
+        if obj.get("config") != dataclasses.asdict(cfg) or obj.get("perceptual") != perceptual.backend_id:
+            raise BundleError(f"{path}: existing encoder used another config or perceptual backend; use a new path")
+        E.load_state_dict(obj["state_dict"])
+        if "opt" in obj:
+            opt.load_state_dict(obj["opt"])
+        step, elapsed0 = obj["step"], obj.get("elapsed_s", 0.0)
+    end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
+    t0 = time.time()
+    sums: dict[str, float] = {}
+    bar = tqdm(total=end, initial=step, disable=not progress, desc="encoder", unit="step", dynamic_ncols=True)
+    while step < end:
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        # Generator samples: latents are known.
+        z = torch.randn(cfg.batch_fake, G.z_dim, generator=gen).to(device)
+        z2 = torch.randn(cfg.batch_fake, G.z_dim, generator=gen).to(device)
+        with torch.no_grad():
+            ws = style_mix(G.mapping(z), G.mapping(z2), prob=cfg.mixing_prob, generator=gen)
+            noise = [n.to(device) for n in G.synthesis.make_noise(cfg.batch_fake, generator=gen, device="cpu")]
+            fakes = G.synthesis(ws, noise=noise)
+        idx = torch.randint(len(reals), (cfg.batch_real,), generator=gen)
+        real = to_float(reals.get_batch(idx)).to(device)
+        target = torch.cat([fakes, real])
+        pred = E(target)  # [Bf + Br, num_ws, w_dim]
+        recon = G.synthesis(pred, noise_mode="const")
+        img_loss = reconstruction_loss(perceptual, recon, target, cfg.pixel_weight)
+        lat_loss = (pred[: cfg.batch_fake] - ws).square().mean()
+        pr = pred[cfg.batch_fake:]
+        reg = (pr - E.w_avg).square().mean() + (pr - pr.mean(dim=1, keepdim=True)).square().mean()
+        loss = img_loss.mean() + cfg.latent_weight * lat_loss + cfg.reg_weight * reg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        for k, v in (("loss", loss), ("img_fake", img_loss[: cfg.batch_fake].mean()),
+                     ("img_real", img_loss[cfg.batch_fake:].mean()), ("latent", lat_loss), ("reg", reg)):
+            sums[k] = sums.get(k, 0.0) + v.item()
+        sums["n"] = sums.get("n", 0) + 1
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == end:
+            metrics = {k: round(v / sums["n"], 6) for k, v in sums.items() if k != "n"}
+            _save_encoder(path, E, G_fp=G_fp, backend=perceptual.backend_id, cfg=cfg, step=step, opt=opt,
+                          elapsed_s=elapsed0 + time.time() - t0, metrics=metrics)
+            if log_path is not None:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, **metrics}) + "\n")
+            sums = {}
+    bar.close()
+    return path
+
+
+@dataclass(frozen=True)
+class InvertConfig:
+    refine_steps: int = 25                 # K projector steps after the encoder's guess (0: encoder only)
+    project: ProjectConfig = ProjectConfig(initial_lr=0.05, initial_noise_factor=0.0, lr_rampup_length=0.0)
+
+
+def invert(G: Generator, target: torch.Tensor, *, encoder: Encoder | None, perceptual: PerceptualDistance,
+           cfg: InvertConfig = InvertConfig(), w_std: float | None = None) -> tuple[ProjectionResult, torch.Tensor]:
+    """Hybrid inversion: encoder first guess, then `refine_steps` projector steps. Returns (result, ws_encoder).
+
+    Without an encoder this is plain optimisation from w_avg.
+    """
+    with torch.no_grad():
+        if encoder is not None:
+            ws0 = encoder(target)
+        else:
+            ws0 = G.w_avg.view(1, 1, -1).expand(target.shape[0], G.num_ws, -1).clone()
+    pcfg = dataclasses.replace(cfg.project, num_steps=cfg.refine_steps)
+    return project(G, target, perceptual=perceptual, cfg=pcfg, ws_init=ws0, w_std=w_std), ws0

@@ -1,0 +1,176 @@
+"""Optimisation-based projection of images into a StyleGAN2 latent space (as NVIDIA's StyleGAN2 projector).
+
+`project(G, target, perceptual=..., cfg=...)` is a pure function: Adam on the latents (W: one w per
+image; W+: one w per layer), learning-rate ramp-up/ramp-down, decaying latent noise, loss = perceptual
+distance + pixel_weight * pixel MSE, optional noise-map optimisation with the multi-scale
+autocorrelation regulariser. It never mutates G (gradients are taken w.r.t. the latents only).
+
+Batched targets are independent: the loss is a sum of per-image losses, Adam is element-wise, and every
+image draws its random numbers from its own identically seeded generator, so an image's result does not
+depend on its batch mates.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .networks import Generator
+from .perceptual import PerceptualDistance
+
+SPACES = ("W", "W+")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    num_steps: int = 100
+    space: str = "W"                    # 'W' (one w broadcast to all layers) or 'W+' (one w per layer)
+    initial_lr: float = 0.1
+    lr_rampdown_length: float = 0.25
+    lr_rampup_length: float = 0.05
+    initial_noise_factor: float = 0.05  # latent noise, as a fraction of w's spread, decaying to 0
+    noise_ramp_length: float = 0.75
+    pixel_weight: float = 1.0           # lambda in perceptual + lambda * MSE
+    optimize_noise: bool = False        # also fit the per-layer noise maps
+    regularize_noise_weight: float = 1e5
+    w_std_samples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.num_steps < 0:
+            raise ValueError("num_steps must be >= 0")
+
+
+@dataclass
+class ProjectionResult:
+    ws: torch.Tensor               # [N, num_ws, w_dim] final latents (no latent noise)
+    images: torch.Tensor           # [N, C, H, W] re-synthesis at ws
+    loss_history: torch.Tensor     # [num_steps, N] per-image loss at each step (before its update)
+    final_loss: torch.Tensor       # [N] loss of the returned reconstruction
+    noise: list[torch.Tensor] | None = None  # optimised noise maps, if any
+    timings: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def w_spread(G: Generator, *, num_samples: int = 2000, seed: int = 123) -> float:
+    """Root-mean-square distance of mapped w from w_avg (scales the latent noise)."""
+    device = G.w_avg.device
+    z = torch.randn(num_samples, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    w = G.mapping(z)[:, 0]
+    return float((w - G.w_avg).square().sum(1).mean().sqrt())
+
+
+def noise_regularization(noise: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image multi-scale autocorrelation of the noise maps: [N]."""
+    reg = 0.0
+    for n in noise:
+        while True:
+            reg = reg + (n * torch.roll(n, 1, dims=3)).mean(dim=[1, 2, 3]).square()
+            reg = reg + (n * torch.roll(n, 1, dims=2)).mean(dim=[1, 2, 3]).square()
+            if n.shape[-1] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return reg
+
+
+def _per_image_randn(gens: list[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
+    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+
+
+def reconstruction_loss(perceptual: PerceptualDistance, synth: torch.Tensor, target: torch.Tensor,
+                        pixel_weight: float) -> torch.Tensor:
+    """Per-image loss [N]: perceptual distance + pixel_weight * MSE."""
+    return perceptual(synth, target) + pixel_weight * (synth - target).square().mean(dim=[1, 2, 3])
+
+
+def project(
+    G: Generator,
+    target: torch.Tensor,
+    *,
+    perceptual: PerceptualDistance,
+    cfg: ProjectConfig = ProjectConfig(),
+    ws_init: torch.Tensor | None = None,
+    w_std: float | None = None,
+) -> ProjectionResult:
+    """Project target images [N, C, H, W] in [-1, 1] into G's latent space.
+
+    ws_init: starting latents [N, num_ws, w_dim] (e.g. from the encoder); default w_avg. In W space the
+    start is their mean over layers. w_std: spread of w (computed from G if not given).
+    """
+    t0 = time.perf_counter()
+    syn = G.synthesis
+    N = target.shape[0]
+    if target.ndim != 4 or target.shape[1:] != (syn.img_channels, syn.img_resolution, syn.img_resolution):
+        raise ValueError(f"targets must be [N, {syn.img_channels}, {syn.img_resolution}, {syn.img_resolution}], "
+                         f"got {list(target.shape)}")
+    device = target.device
+    target = target.detach()
+    if w_std is None:
+        w_std = w_spread(G, num_samples=cfg.w_std_samples)
+    if ws_init is None:
+        ws_init = G.w_avg.detach().view(1, 1, -1).expand(N, G.num_ws, -1)
+    if ws_init.shape != (N, G.num_ws, G.w_dim):
+        raise ValueError(f"ws_init must be [{N}, {G.num_ws}, {G.w_dim}], got {list(ws_init.shape)}")
+    latent = (ws_init.mean(dim=1) if cfg.space == "W" else ws_init).detach().clone().to(device)
+    latent.requires_grad_(True)
+    gens = [torch.Generator().manual_seed(cfg.seed) for _ in range(N)]
+
+    params = [latent]
+    noise = None
+    if cfg.optimize_noise:
+        noise = [_per_image_randn(gens, (1, layer.resolution, layer.resolution), device)
+                 for layer in syn.layers()]
+        for n in noise:
+            n.requires_grad_(True)
+        params += noise
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.initial_lr)
+
+    def to_ws(lat: torch.Tensor) -> torch.Tensor:
+        return lat.unsqueeze(1).repeat(1, G.num_ws, 1) if cfg.space == "W" else lat  # [N, num_ws, w_dim]
+
+    def synth(ws: torch.Tensor) -> torch.Tensor:
+        return syn(ws, noise=noise) if noise is not None else syn(ws, noise_mode="const")
+
+    history = []
+    for step in range(cfg.num_steps):
+        t = step / cfg.num_steps
+        noise_strength = w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
+        lr_ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown_length)
+        lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
+        lr_ramp = lr_ramp * min(1.0, t / cfg.lr_rampup_length) if cfg.lr_rampup_length > 0 else lr_ramp
+        for group in opt.param_groups:
+            group["lr"] = cfg.initial_lr * lr_ramp
+
+        w_noise = _per_image_randn(gens, tuple(latent.shape[1:]), device) * noise_strength
+        img = synth(to_ws(latent + w_noise))
+        per_image = reconstruction_loss(perceptual, img, target, cfg.pixel_weight)
+        history.append(per_image.detach().cpu())
+        total = per_image
+        if noise is not None:
+            total = total + cfg.regularize_noise_weight * noise_regularization(noise)
+        grads = torch.autograd.grad(total.sum(), params)  # latents (and noise) only: G is never touched
+        opt.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        opt.step()
+        if noise is not None:
+            with torch.no_grad():
+                for n in noise:
+                    n.sub_(n.mean(dim=[1, 2, 3], keepdim=True)).div_(n.std(dim=[1, 2, 3], keepdim=True) + 1e-8)
+    with torch.no_grad():
+        ws = to_ws(latent.detach())
+        images = synth(ws)
+        final = reconstruction_loss(perceptual, images, target, cfg.pixel_weight)
+    elapsed = time.perf_counter() - t0
+    return ProjectionResult(
+        ws=ws, images=images, final_loss=final.cpu(),
+        loss_history=torch.stack(history) if history else torch.zeros(0, N),
+        noise=[n.detach() for n in noise] if noise is not None else None,
+        timings={"total_s": elapsed, "ms_per_image": 1000 * elapsed / max(N, 1), "steps": cfg.num_steps},
+    )
