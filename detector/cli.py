@@ -12,6 +12,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "fmnist32.pt"
 DEFAULT_DATA = REPO_ROOT / "data"
+DEFAULT_ENCODER = REPO_ROOT / "models" / "fmnist32_encoder.pt"
 DEFAULT_FID_NET = REPO_ROOT / "models" / "fmnist_fid_net.pt"
 
 # Architecture of the embedded default (32x32 grayscale Fashion-MNIST); see models/MODEL_CARD.md.
@@ -62,6 +63,24 @@ def cmd_train(args) -> int:
                  max_steps=args.max_steps)
     print(f"checkpoint: {ckpt}")
     return 0
+
+def cmd_train_encoder(args) -> int:
+    from gan_inversion.checkpoints import load_bundle
+    from gan_inversion.data import load_fashion_mnist
+    from gan_inversion.encoder import EncoderTrainConfig, train_encoder
+    from gan_inversion.perceptual import build_perceptual
+
+    device = pick_device(args.device)
+    bundle = load_bundle(args.bundle, device=device)
+    reals = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)
+    perc = build_perceptual(args.perceptual, input_size=args.perceptual_size).to(device)
+    cfg = EncoderTrainConfig(steps=args.steps, batch_fake=args.batch, batch_real=args.batch, seed=args.seed)
+    out = Path(args.out)
+    path = train_encoder(out, bundle.G_ema, reals, perceptual=perc, cfg=cfg, device=device, max_steps=args.max_steps,
+                         log_path=out.with_suffix(".jsonl"))
+    print(f"encoder: {path}")
+    return 0
+
 
 def cmd_sample(args) -> int:
     from gan_inversion.checkpoints import load_bundle
@@ -179,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("train-encoder", help="train (or resume) the image -> W+ encoder for a bundle")
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    s.add_argument("--out", default=str(DEFAULT_ENCODER))
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--batch", type=int, default=16, help="generator samples and real photos per step (each)")
+    s.add_argument("--perceptual", default="mobilenet_v2")
+    s.add_argument("--perceptual-size", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_train_encoder)
 
     s = sub.add_parser("sample", help="draw samples from a generator bundle")
     s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))

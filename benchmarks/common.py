@@ -1,0 +1,35 @@
+"""Shared helpers for the benchmarks: seeded evaluation images and RESULTS.md section updates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from gan_inversion.data import load_fashion_mnist, to_float
+from gan_inversion.metrics import generate
+
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Benchmark generator seeds: the training loop draws from torch generators seeded with
+# seed * 1_000_003 + step (step < 10^6 here), so seeds from 10^9 on were never used in training.
+FRESH_SEED = 1_000_000_007
+
+
+def eval_images(data_root, G, n_real: int, n_fake: int, *, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """First n_real test-split photos and n_fake fresh G samples, float [-1, 1]."""
+    test = load_fashion_mnist(data_root, split="test", canvas=G.img_resolution)
+    reals = to_float(test.images[:n_real])
+    fakes = generate(G, n_fake, seed=FRESH_SEED, device=device)
+    return reals, fakes
+
+
+def write_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
+    """Replace (or append) the section between <!-- name:begin --> and <!-- name:end --> markers."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -1,0 +1,145 @@
+"""Inversion benchmark: encoder only vs hybrid (encoder + K steps) vs optimisation only, in W and W+.
+
+    python -m benchmarks.inversion [--bundle models/fmnist32.pt] [--encoder models/fmnist32_encoder.pt]
+
+For real test-split photos and fresh G_ema samples it reports mean pixel MSE and perceptual distance of
+the reconstructions, the ROC AUC of the raw perceptual distance as a fake score (fakes should reconstruct
+better), and milliseconds per image (batched, on this machine). Writes results/inversion.json, a PNG of
+examples, and the table in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+from sklearn.metrics import roc_auc_score
+
+from detector.cli import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT
+from gan_inversion.checkpoints import load_bundle
+from gan_inversion.data import save_grid
+from gan_inversion.encoder import InvertConfig, invert, load_encoder
+from gan_inversion.perceptual import build_perceptual, parse_backend_id
+from gan_inversion.projector import ProjectConfig, w_spread
+
+from .common import RESULTS_DIR, eval_images, write_section
+
+
+def settings(n: int, quick: bool) -> list[dict]:
+    """(label, use encoder, steps, images per class): slow settings use fewer images."""
+    if quick:
+        return [dict(label="encoder only", enc=True, steps=0, n=n), dict(label="hybrid K=5", enc=True, steps=5, n=n),
+                dict(label="optimisation N=20", enc=False, steps=20, n=n)]
+    out = [dict(label="encoder only", enc=True, steps=0, n=n)]
+    out += [dict(label=f"hybrid K={k}", enc=True, steps=k, n=n if k <= 25 else min(n, 200))
+            for k in (5, 10, 25, 50, 100)]
+    out += [dict(label=f"optimisation N={s}", enc=False, steps=s, n=m)
+            for s, m in ((100, min(n, 200)), (300, min(n, 100)), (1000, min(n, 50)))]
+    return out
+
+
+def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, n: int, batch: int, w_std: float):
+    cfg = InvertConfig(refine_steps=steps, project=ProjectConfig(space=space) if not enc else
+                       ProjectConfig(space=space, initial_lr=0.05, initial_noise_factor=0.0, lr_rampup_length=0.0))
+    rows = {}
+    t_total, count = 0.0, 0
+    for name, imgs in (("real", reals[:n]), ("fake", fakes[:n])):
+        mse, pd, recon = [], [], []
+        for i in range(0, len(imgs), batch):
+            x = imgs[i:i + batch]
+            t0 = time.perf_counter()
+            res, _ = invert(G, x, encoder=E if enc else None, perceptual=perc, cfg=cfg, w_std=w_std)
+            t_total += time.perf_counter() - t0
+            count += len(x)
+            with torch.no_grad():
+                mse.append((res.images - x).square().mean(dim=[1, 2, 3]))
+                pd.append(perc(res.images, x))
+            recon.append(res.images[:8] if i == 0 else res.images[:0])
+        rows[name] = {"mse": torch.cat(mse), "perceptual": torch.cat(pd), "recon": torch.cat(recon)}
+    labels = [0] * len(rows["real"]["perceptual"]) + [1] * len(rows["fake"]["perceptual"])
+    scores = torch.cat([-rows["real"]["perceptual"], -rows["fake"]["perceptual"]]).tolist()
+    return {
+        "space": space, "steps": steps, "encoder": enc, "n_per_class": n,
+        "real_mse": rows["real"]["mse"].mean().item(), "fake_mse": rows["fake"]["mse"].mean().item(),
+        "real_perceptual": rows["real"]["perceptual"].mean().item(),
+        "fake_perceptual": rows["fake"]["perceptual"].mean().item(),
+        "auc_perceptual": roc_auc_score(labels, scores), "ms_per_image": 1000 * t_total / count,
+    }, rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    ap.add_argument("--encoder", default=str(DEFAULT_ENCODER))
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--n", type=int, default=500, help="images per class for the fast settings")
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--spaces", default="W,W+")
+    ap.add_argument("--quick", action="store_true", help="a few images and steps (smoke run; not for RESULTS.md)")
+    ap.add_argument("--out", default=None, help="JSON path (default results/inversion[_quick].json)")
+    args = ap.parse_args(argv)
+    args.out = args.out or str(RESULTS_DIR / ("inversion_quick.json" if args.quick else "inversion.json"))
+
+    torch.manual_seed(0)
+    bundle = load_bundle(args.bundle)
+    G = bundle.G_ema
+    E, e_info = load_encoder(args.encoder, G=G)
+    backend, size = parse_backend_id(e_info["perceptual"])
+    perc = build_perceptual(backend, input_size=size)
+    reals, fakes = eval_images(args.data, G, args.n, args.n)
+    w_std = w_spread(G)
+    results, examples = [], {}
+    for space in args.spaces.split(","):
+        for s in settings(args.n, args.quick):
+            r, rows = run_setting(G, E, perc, reals, fakes, space=space, steps=s["steps"], enc=s["enc"], n=s["n"],
+                                  batch=args.batch, w_std=w_std)
+            r["label"] = s["label"]
+            results.append(r)
+            examples[(space, s["label"])] = rows
+            print(f"{space:3s} {s['label']:20s} n={s['n']:4d}  MSE real {r['real_mse']:.4f} fake {r['fake_mse']:.4f}  "
+                  f"perc real {r['real_perceptual']:.4f} fake {r['fake_perceptual']:.4f}  "
+                  f"AUC {r['auc_perceptual']:.3f}  {r['ms_per_image']:.0f} ms/img", flush=True)
+
+    meta = {"bundle": args.bundle, "kimg": bundle.progress.get("kimg"), "encoder": args.encoder,
+            "encoder_steps": e_info["step"], "perceptual": perc.backend_id, "batch": args.batch,
+            "torch_threads": torch.get_num_threads(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+            "quick": args.quick}
+    out = {"meta": meta, "results": results}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+
+    # Example PNG: per row, 8 targets then reconstructions by encoder only, hybrid (K=25 or first) and optimisation.
+    picks = [k for k in examples if k[0] == args.spaces.split(",")[0]]
+    grid = [reals[:8], *[examples[k]["real"]["recon"] for k in picks[:3]],
+            fakes[:8], *[examples[k]["fake"]["recon"] for k in picks[:3]]]
+    png = RESULTS_DIR / ("inversion_examples_quick.png" if args.quick else "inversion_examples.png")
+    save_grid(torch.cat(grid), png, nrow=8)
+
+    if not args.quick:
+        lines = [
+            "## Inversion (`python -m benchmarks.inversion`)",
+            "",
+            f"Bundle `{args.bundle}` ({meta['kimg']} kimg), encoder after {meta['encoder_steps']} steps, perceptual "
+            f"`{meta['perceptual']}`; reals = first test-split photos, fakes = fresh G_ema samples (seed "
+            f"{'1e9+7'}); batch {args.batch}, {meta['torch_threads']} torch thread(s) on {meta['machine']}. "
+            "AUC: raw perceptual distance as the fake score (1.0 = perfect separation).",
+            "",
+            "| space | setting | n/class | MSE real | MSE fake | perc. real | perc. fake | AUC | ms/image |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [f"| {r['space']} | {r['label']} | {r['n_per_class']} | {r['real_mse']:.4f} | {r['fake_mse']:.4f} | "
+                  f"{r['real_perceptual']:.4f} | {r['fake_perceptual']:.4f} | {r['auc_perceptual']:.3f} | "
+                  f"{r['ms_per_image']:.0f} |" for r in results]
+        lines += ["", f"Examples: `{png.relative_to(REPO_ROOT)}` (rows: real targets, then reconstructions by "
+                  f"{', '.join(k[1] for k in picks[:3])}; then the same for fakes)."]
+        write_section("inversion", "\n".join(lines))
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
