@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "fmnist32.pt"
 DEFAULT_DATA = REPO_ROOT / "data"
 DEFAULT_ENCODER = REPO_ROOT / "models" / "fmnist32_encoder.pt"
+DEFAULT_DETECTOR = REPO_ROOT / "models" / "fmnist32_detector.json"
+DEFAULT_CACHE = REPO_ROOT / ".cache" / "features"
 DEFAULT_FID_NET = REPO_ROOT / "models" / "fmnist_fid_net.pt"
 
 # Architecture of the embedded default (32x32 grayscale Fashion-MNIST); see models/MODEL_CARD.md.
@@ -171,6 +174,92 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_fit(args) -> int:
+    from detector.classifier import ClassifierConfig
+    from detector.features import FeatureConfig
+    from detector.fit import FitConfig, fit_detector
+    from gan_inversion.checkpoints import load_bundle
+    from gan_inversion.data import load_fashion_mnist
+    from gan_inversion.encoder import load_encoder
+    from gan_inversion.perceptual import parse_backend_id
+
+    device = pick_device(args.device)
+    bundle = load_bundle(args.bundle, device=device, require_D=True)
+    out = Path(args.out)
+    encoder, e_info = (None, None)
+    if args.encoder != "none":
+        encoder, e_info = load_encoder(args.encoder, G=bundle.G_ema, device=device)
+    backend = args.perceptual or (e_info["perceptual"] if e_info else "mobilenet_v2@64")
+    from gan_inversion.perceptual import build_perceptual
+
+    name, size = parse_backend_id(backend)
+    perc = build_perceptual(name, input_size=size).to(device)
+    reals = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)
+    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve().parent)  # noqa: E731
+    spec = fit_detector(
+        out, G=bundle.G_ema, D=bundle.D, encoder=encoder, perceptual=perc, reals=reals,
+        bundle_file=rel(args.bundle), encoder_file=rel(args.encoder) if encoder is not None else None,
+        feature_cfg=FeatureConfig(refine_steps=args.refine_steps, space=args.space),
+        clf_cfg=ClassifierConfig(calibration=args.calibration, target_fpr=args.target_fpr),
+        cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch),
+        cache_dir=args.cache, device=device)
+    c = spec["classifier"]
+    print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "chosen": c["selection"],
+                      "threshold": c["threshold"], "calibration_split": c["calibration_split"], "sizes": c["sizes"]},
+                     indent=2))
+    return 0
+
+
+def cmd_eval_detector(args) -> int:
+    from detector.fit import evaluate_detector
+    from detector.scoring import Detector
+    from gan_inversion.data import load_fashion_mnist
+
+    det = Detector.load(args.detector, device=pick_device(args.device))
+    test = load_fashion_mnist(args.data, split="test", canvas=det.G.img_resolution)
+    result = evaluate_detector(det, test, n=args.n, batch=args.batch, cache_dir=args.cache)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.store:
+        path = Path(args.detector)
+        spec = json.loads(path.read_text())
+        spec["metrics"] = result
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec, indent=1))
+        os.replace(tmp, path)
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from detector.imageio import ImageDecodeError
+    from detector.scoring import Detector, evidence_to_files
+
+    det = Detector.load(args.detector, device=pick_device(args.device))
+    failures = 0
+    for path in args.paths:
+        try:
+            r = det.score(path, explain=bool(args.explain))
+        except ImageDecodeError as exc:
+            failures += 1
+            if args.json:
+                print(json.dumps({"source": path, "error": exc.kind, "message": str(exc)}))
+            else:
+                print(f"{path}: error: {exc.reason}", file=sys.stderr)
+            continue
+        if args.explain:
+            files = evidence_to_files(r, args.explain, Path(path).stem)
+        if args.json:
+            d = r.to_dict(include_features=True)
+            if args.explain:
+                d["evidence"] = [str(f) for f in files]
+            print(json.dumps(d))
+        else:
+            warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
+            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){warn}")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resynth", description="GAN-inversion deepfake detection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -212,6 +301,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train_encoder)
 
+    s = sub.add_parser("fit", help="fit the detector (features, classifier, calibration, threshold) for a bundle")
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    s.add_argument("--encoder", default=str(DEFAULT_ENCODER), help="encoder file, or 'none'")
+    s.add_argument("--out", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--perceptual", default=None, help="backend@size (default: the encoder's)")
+    s.add_argument("--refine-steps", type=int, default=25)
+    s.add_argument("--space", default="W+", choices=("W", "W+"))
+    s.add_argument("--n-real", type=int, default=2000)
+    s.add_argument("--n-fake", type=int, default=2000)
+    s.add_argument("--launder-prob", type=float, default=0.5)
+    s.add_argument("--calibration", default="sigmoid", choices=("sigmoid", "isotonic"))
+    s.add_argument("--target-fpr", type=float, default=0.01)
+    s.add_argument("--batch", type=int, default=50)
+    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("eval-detector", help="held-out evaluation: test-split reals vs fresh fakes, laundered too")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--batch", type=int, default=50)
+    s.add_argument("--cache", default=str(DEFAULT_CACHE))
+    s.add_argument("--json", help="also write the result here")
+    s.add_argument("--store", action="store_true", help="store the result as the detector file's metrics")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_eval_detector)
+
+    s = sub.add_parser("detect", help="score image files: p_fake, verdict, evidence")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--json", action="store_true", help="one JSON object per file")
+    s.add_argument("--explain", metavar="DIR", help="write input, reconstruction and heatmap PNGs here")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_detect)
+
     s = sub.add_parser("sample", help="draw samples from a generator bundle")
     s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     s.add_argument("--n", type=int, default=64)
@@ -246,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 def main(argv: list[str] | None = None) -> int:
+    from detector.scoring import DetectorError
     from gan_inversion.checkpoints import BundleError
     from gan_inversion.data import DataError
     from gan_inversion.perceptual import PerceptualUnavailable
@@ -253,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DataError, PerceptualUnavailable, FileNotFoundError, ValueError) as exc:
+    except (BundleError, DataError, PerceptualUnavailable, DetectorError, FileNotFoundError, ValueError) as exc:
         print(f"resynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

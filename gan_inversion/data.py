@@ -130,28 +130,53 @@ def load_fashion_mnist(root: str | Path, *, split: str = "train", canvas: int = 
     return ImageDataset(images=images, name=f"fashion-mnist-{split}", framing=framing, labels=ds.targets.clone())
 
 
-def fit_to_square(img: Image.Image, resolution: int) -> Image.Image:
-    """Resize the shorter side to `resolution` (area-style LANCZOS when shrinking), centre-crop the rest."""
-    w, h = img.size
-    scale = resolution / min(w, h)
+def fit_square(arr: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [H, W(, C)]: shorter side to `resolution` (area interpolation when shrinking, bicubic when
+    enlarging), then centre crop to resolution x resolution."""
+    import cv2
+
+    h, w = arr.shape[:2]
+    scale = resolution / min(h, w)
     if scale != 1.0:
-        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
-        img = img.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), resample)
-    w, h = img.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    return img.crop((left, top, left + resolution, top + resolution))
+        size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+        arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    h, w = arr.shape[:2]
+    top, left = (h - resolution) // 2, (w - resolution) // 2
+    return np.ascontiguousarray(arr[top:top + resolution, left:left + resolution])
 
 
-def pil_to_channels(img: Image.Image, channels: int) -> Image.Image:
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(bg, img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
-    return img.convert("L" if channels == 1 else "RGB")
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit integer and float images -> 8-bit L, scaled to the full range of their type."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img).astype(np.float64) / 257.0
+        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        top = (65535.0 if arr.max() > 255 else 255.0) if img.mode == "I" else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(np.round(arr / top * 255), 0, 255).astype(np.uint8), "L")
+    return img
+
+
+def flatten_to_rgb_or_l(img: Image.Image) -> Image.Image:
+    """Palette, alpha (composited on black), CMYK, 1-bit, ... -> 'L' or 'RGB'."""
+    img = to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    if img.mode == "1":
+        img = img.convert("L")
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    return img
+
+
+def pil_to_array(img: Image.Image, channels: int, resolution: int) -> np.ndarray:
+    """Oriented Pillow image -> uint8 [resolution, resolution, channels] by the fit policy."""
+    img = flatten_to_rgb_or_l(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
+    arr = fit_square(np.asarray(img, dtype=np.uint8), resolution)
+    return arr.reshape(resolution, resolution, channels)
 
 
 def load_image_folder(folder: str | Path, *, resolution: int, channels: int) -> ImageDataset:
@@ -166,8 +191,8 @@ def load_image_folder(folder: str | Path, *, resolution: int, channels: int) -> 
     for p in paths:
         try:
             with Image.open(p) as im:
-                im = fit_to_square(pil_to_channels(im, channels), resolution)
-                arrays.append(np.asarray(im, dtype=np.uint8).reshape(resolution, resolution, channels))
+                im.seek(0)
+                arrays.append(pil_to_array(im, channels, resolution))
         except (OSError, ValueError) as exc:
             skipped.append(f"{p}: {exc}")
     if not arrays:

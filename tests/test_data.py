@@ -9,7 +9,7 @@ from detector.cli import DEFAULT_DATA
 from gan_inversion.data import (
     DataError,
     fashion_mnist_framing,
-    fit_to_square,
+    fit_square,
     frame_native,
     load_fashion_mnist,
     load_image_folder,
@@ -89,8 +89,12 @@ def test_image_folder(tmp_path):
         load_image_folder(tmp_path / "missing", resolution=8, channels=1)
 
 
-def test_fit_to_square_crops_centre():
-    img = Image.new("L", (30, 10), 0)
-    img.paste(255, (10, 0, 20, 10))  # a bright centre band
-    out = np.asarray(fit_to_square(img, 10))
-    assert out.shape == (10, 10) and out.min() > 200
+def test_fit_square_crops_centre():
+    arr = np.zeros((10, 30), dtype=np.uint8)
+    arr[:, 10:20] = 255  # a bright centre band
+    out = fit_square(arr, 10)
+    assert out.shape == (10, 10) and out.min() == 255
+    big = np.zeros((64, 96, 3), dtype=np.uint8)
+    big[:, 16:80] = 200
+    out = fit_square(big, 16)  # 64x96 -> 16x24 by area averaging -> centre 16x16
+    assert out.shape == (16, 16, 3) and out.min() == 200

@@ -1,0 +1,120 @@
+"""Per-image features of how well the generator re-synthesises an image.
+
+After hybrid inversion (encoder guess + K projector steps): pixel MSE/MAE/PSNR; perceptual distance,
+total and per stage; the discriminator's logit and per-block feature summaries for the input, the
+reconstruction and their difference; latent statistics (distance from w_avg, encoder-to-refined shift,
+loss over the refinement). Every feature depends on its own image only: the projector is per-image
+independent and the discriminator runs in per-image mode (minibatch-stddev group 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from gan_inversion.encoder import Encoder
+from gan_inversion.networks import Discriminator, Generator
+from gan_inversion.perceptual import PerceptualDistance
+from gan_inversion.projector import ProjectConfig, project
+
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    refine_steps: int = 25       # projector steps after the encoder's guess
+    space: str = "W+"            # refinement space
+    initial_lr: float = 0.05
+    pixel_weight: float = 1.0    # loss = perceptual + pixel_weight * MSE
+    seed: int = 0
+
+    def project_config(self) -> ProjectConfig:
+        return ProjectConfig(num_steps=self.refine_steps, space=self.space, initial_lr=self.initial_lr,
+                             initial_noise_factor=0.0, lr_rampup_length=0.0, pixel_weight=self.pixel_weight,
+                             seed=self.seed)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "version": FEATURE_VERSION}
+
+
+def feature_names(perceptual_stages: int, d_blocks: list[str]) -> list[str]:
+    names = ["pix_mse", "pix_mae", "psnr", "perc_total"]
+    names += [f"perc_stage{i}" for i in range(perceptual_stages)]
+    names += ["d_logit_in", "d_logit_rec", "d_logit_diff"]
+    for b in d_blocks:
+        names += [f"d_{b}_in", f"d_{b}_rec", f"d_{b}_dist"]
+    names += ["w_dist_avg", "enc_shift", "loss_first", "loss_last", "loss_drop", "loss_drop_rel"]
+    return names
+
+
+@dataclass
+class FeatureBatch:
+    values: torch.Tensor                 # [N, F] float64
+    names: list[str]
+    reconstructions: torch.Tensor        # [N, C, H, W] in [-1, 1]
+    pixel_map: torch.Tensor | None = None       # [N, 1, H, W] mean |input - reconstruction| over channels
+    perceptual_map: torch.Tensor | None = None  # [N, 1, H, W]
+    timings_ms: dict = field(default_factory=dict)  # per image, per stage
+
+
+def _summary(f: torch.Tensor) -> torch.Tensor:
+    return f.abs().flatten(1).mean(1)
+
+
+@torch.no_grad()
+def _d_features(D: Discriminator, x: torch.Tensor, rec: torch.Tensor) -> tuple[list[str], list[torch.Tensor]]:
+    logit_in, f_in = D(x, mbstd_group=1, return_features=True)
+    logit_rec, f_rec = D(rec, mbstd_group=1, return_features=True)
+    cols = [logit_in, logit_rec, logit_in - logit_rec]
+    for b in f_in:
+        a, r = f_in[b].flatten(1), f_rec[b].flatten(1)
+        cols += [_summary(a), _summary(r), (a - r).norm(dim=1) / (a.norm(dim=1) + 1e-8)]
+    return list(f_in), cols
+
+
+def extract_features(G: Generator, D: Discriminator, encoder: Encoder | None, perceptual: PerceptualDistance,
+                     images: torch.Tensor, *, cfg: FeatureConfig = FeatureConfig(), w_std: float | None = None,
+                     explain: bool = False) -> FeatureBatch:
+    """images [N, C, H, W] in [-1, 1] -> features [N, F] (float64) with their names."""
+    N = images.shape[0]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ws0 = encoder(images) if encoder is not None else G.w_avg.view(1, 1, -1).expand(N, G.num_ws, -1).clone()
+    t1 = time.perf_counter()
+    res = project(G, images, perceptual=perceptual, cfg=cfg.project_config(), ws_init=ws0, w_std=w_std)
+    t2 = time.perf_counter()
+    rec = res.images
+    with torch.no_grad():
+        diff = rec - images
+        mse = diff.square().mean(dim=[1, 2, 3])
+        mae = diff.abs().mean(dim=[1, 2, 3])
+        psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+        pc = perceptual.compare(rec, images, spatial=explain)
+        blocks, d_cols = _d_features(D, images, rec)
+        w_avg = G.w_avg.view(1, 1, -1)
+        w_dist = (res.ws - w_avg).norm(dim=2).mean(1)
+        shift = (res.ws - ws0).norm(dim=2).mean(1)
+        first = res.loss_history[0] if len(res.loss_history) else res.final_loss
+        last = res.final_loss
+        cols = [mse, mae, psnr, pc["total"], *pc["stages"].T, *d_cols, w_dist, shift,
+                first.to(images.device), last.to(images.device)]
+        cols += [cols[-2] - cols[-1], (cols[-2] - cols[-1]) / cols[-2].clamp_min(1e-8)]
+        values = torch.stack([c.double().cpu() for c in cols], dim=1)
+    t3 = time.perf_counter()
+    names = feature_names(perceptual.num_stages, blocks)
+    assert values.shape[1] == len(names), (values.shape, len(names))
+    per = 1000.0 / max(N, 1)
+    return FeatureBatch(
+        values=values, names=names, reconstructions=rec.detach(),
+        pixel_map=diff.abs().mean(dim=1, keepdim=True) if explain else None,
+        perceptual_map=pc.get("map"),
+        timings_ms={"encode": (t1 - t0) * per, "refine": (t2 - t1) * per, "features": (t3 - t2) * per},
+    )
+
+
+def is_finite(values: torch.Tensor) -> bool:
+    return bool(torch.isfinite(values).all()) and not math.isnan(float(values.sum()))

@@ -1,0 +1,214 @@
+"""Fitting and evaluating a detector for a bundle: features (cached), classifier, threshold, detector file.
+
+Fitting data: train-split reals and fresh G_ema samples (8-bit quantised, as any saved fake is), with the
+same random laundering applied to both classes. Evaluation data never overlaps: test-split reals and
+G_ema samples from seeds never used in fitting, clean and laundered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from tqdm import tqdm
+
+from gan_inversion.data import ImageDataset, to_float, to_uint8
+from gan_inversion.encoder import Encoder, generator_fingerprint
+from gan_inversion.metrics import generate
+from gan_inversion.networks import Discriminator, Generator
+from gan_inversion.perceptual import PerceptualDistance
+from gan_inversion.projector import w_spread
+
+from . import laundering
+from .classifier import ClassifierConfig, fit_classifier
+from .features import FeatureConfig, extract_features
+from .scoring import DETECTOR_FORMAT, DETECTOR_VERSION
+
+FIT_FAKE_SEED = 2_000_000_011   # fitting fakes; evaluation uses benchmarks' 1_000_000_007: disjoint streams
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    n_real: int = 2000
+    n_fake: int = 2000
+    launder_prob: float = 0.5
+    batch: int = 50
+    seed: int = 0
+
+
+class FeatureCache:
+    """Feature batches on disk, keyed by a hash of the images' bytes and everything the features depend on."""
+
+    def __init__(self, folder: str | Path, context: dict):
+        self.folder = Path(folder)
+        self.context = json.dumps(context, sort_keys=True)
+
+    def key(self, images_u8: torch.Tensor) -> str:
+        h = hashlib.sha256(self.context.encode())
+        h.update(images_u8.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def get(self, key: str) -> tuple[np.ndarray, list[str]] | None:
+        p = self.folder / f"{key}.npz"
+        if not p.exists():
+            return None
+        with np.load(p, allow_pickle=False) as z:
+            return z["values"], [str(n) for n in z["names"]]
+
+    def put(self, key: str, values: np.ndarray, names: list[str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz.tmp")
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, values=values, names=np.asarray(names))
+            os.replace(tmp, self.folder / f"{key}.npz")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def features_for(images: torch.Tensor, *, G, D, encoder, perceptual, feature_cfg: FeatureConfig, batch: int,
+                 cache: FeatureCache | None, w_std: float, desc: str = "features", progress: bool = True
+                 ) -> tuple[np.ndarray, list[str]]:
+    """Features of float images [N, C, H, W] (8-bit values), batch by batch, through the cache."""
+    out, names = [], None
+    for i in tqdm(range(0, len(images), batch), disable=not progress, desc=desc):
+        x = images[i:i + batch]
+        key = cache.key(to_uint8(x)) if cache else None
+        hit = cache.get(key) if cache else None
+        if hit is None:
+            fb = extract_features(G, D, encoder, perceptual, x, cfg=feature_cfg, w_std=w_std)
+            values, names = fb.values.numpy(), fb.names
+            if cache:
+                cache.put(key, values, names)
+        else:
+            values, names = hit
+        out.append(values)
+    return np.concatenate(out), names
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """As saved to an 8-bit file and read back."""
+    return to_float(to_uint8(x))
+
+
+def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encoder: Encoder | None,
+                 perceptual: PerceptualDistance, reals: ImageDataset, bundle_file: str, encoder_file: str | None,
+                 feature_cfg: FeatureConfig = FeatureConfig(), clf_cfg: ClassifierConfig = ClassifierConfig(),
+                 cfg: FitConfig = FitConfig(), cache_dir: str | Path | None = None, device="cpu",
+                 progress: bool = True) -> dict:
+    """Extract features, fit and calibrate the classifier, and write the detector JSON at `out_path`."""
+    out_path = Path(out_path)
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(reals), generator=g)[: cfg.n_real]
+    real = to_float(reals.get_batch(idx))
+    fake = quantize(generate(G, cfg.n_fake, seed=FIT_FAKE_SEED + cfg.seed, device=device))
+    real, real_what = laundering.random_launder(real, prob=cfg.launder_prob, generator=g)
+    fake, fake_what = laundering.random_launder(fake, prob=cfg.launder_prob, generator=g)
+    G_fp = generator_fingerprint(G)
+    enc_fp = None
+    if encoder is not None:
+        enc_fp = hashlib.sha256(b"".join(v.cpu().numpy().tobytes() for v in encoder.state_dict().values())).hexdigest()
+    context = {"features": feature_cfg.to_dict(), "G": G_fp, "encoder": enc_fp, "perceptual": perceptual.backend_id}
+    cache = FeatureCache(cache_dir, context) if cache_dir else None
+    w_std = w_spread(G)
+    kw = dict(G=G, D=D, encoder=encoder, perceptual=perceptual, feature_cfg=feature_cfg, batch=cfg.batch,
+              cache=cache, w_std=w_std, progress=progress)
+    X_real, names = features_for(real.to(device), desc="real features", **kw)
+    X_fake, _ = features_for(fake.to(device), desc="fake features", **kw)
+    X = np.concatenate([X_real, X_fake])
+    y = np.concatenate([np.zeros(len(X_real), dtype=np.int64), np.ones(len(X_fake), dtype=np.int64)])
+    spec_clf, _ = fit_classifier(X, y, names, cfg=clf_cfg)
+    lo, hi = np.percentile(X, 0.1, axis=0), np.percentile(X, 99.9, axis=0)
+    clf_fp = hashlib.sha256(json.dumps(spec_clf).encode()).hexdigest()
+    spec = {
+        "format": DETECTOR_FORMAT, "format_version": DETECTOR_VERSION,
+        "model_id": f"{Path(bundle_file).stem}-{G_fp[:8]}-{clf_fp[:8]}",
+        "bundle": {"file": bundle_file, "generator_fingerprint": G_fp},
+        "encoder": {"file": encoder_file} if encoder_file else None,
+        "perceptual": perceptual.backend_id,
+        "features": feature_cfg.to_dict(),
+        "classifier": spec_clf,
+        "domain": {"feature_lo": lo.tolist(), "feature_hi": hi.tolist(), "colour_limit": 8.0},
+        "fit": {**asdict(cfg), "real_data": reals.name, "real_fingerprint": reals.fingerprint(),
+                "fake_seed": FIT_FAKE_SEED + cfg.seed,
+                "laundered": {"real": sum(w != "clean" for w in real_what),
+                              "fake": sum(w != "clean" for w in fake_what)}},
+        "metrics": {},
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(spec, indent=1))
+    os.replace(tmp, out_path)
+    return spec
+
+
+# ---------------------------------------------------------------------- evaluation metrics
+
+def eer(y: np.ndarray, p: np.ndarray) -> float:
+    fpr, tpr, _ = roc_curve(y, p)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def tpr_at_fpr(y: np.ndarray, p: np.ndarray, fpr_target: float) -> float:
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(np.interp(fpr_target, fpr, tpr))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(ece)
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    return {"n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
+            "auc": float(roc_auc_score(y, p)), "ap": float(average_precision_score(y, p)), "eer": eer(y, p),
+            "tpr_at_1pct_fpr": tpr_at_fpr(y, p, 0.01),
+            "accuracy_at_threshold": float(((p > threshold).astype(int) == y).mean()),
+            "fpr_at_threshold": float((p[y == 0] > threshold).mean()),
+            "tpr_at_threshold": float((p[y == 1] > threshold).mean()),
+            "ece": expected_calibration_error(y, p)}
+
+
+EVAL_FAKE_SEED = 1_000_000_007  # never used by training (seed * 1_000_003 + step) nor by fitting
+EVAL_CONDITIONS = {"clean": None, "jpeg75": ("jpeg", 75), "resize0.5": ("resize", 0.5), "blur1.0": ("blur", 1.0)}
+
+
+def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batch: int = 50,
+                      conditions: dict = EVAL_CONDITIONS, cache_dir: str | Path | None = None,
+                      progress: bool = True) -> dict:
+    """Held-out evaluation: first n test-split reals vs n fresh G_ema samples, per laundering condition."""
+    G = detector.G
+    real = to_float(test_reals.images[:n])
+    fake = quantize(generate(G, n, seed=EVAL_FAKE_SEED, device=detector.device))
+    context = {"features": detector.feature_cfg.to_dict(), "G": generator_fingerprint(G),
+               "model_id": detector.model_id, "perceptual": detector.perceptual.backend_id}
+    cache = FeatureCache(cache_dir, context) if cache_dir else None
+    kw = dict(G=G, D=detector.D, encoder=detector.encoder, perceptual=detector.perceptual,
+              feature_cfg=detector.feature_cfg, batch=batch, cache=cache, w_std=detector.w_std, progress=progress)
+    out = {}
+    for name, cond in conditions.items():
+        r, f = (real, fake) if cond is None else (laundering.apply(real, *cond), laundering.apply(fake, *cond))
+        X_r, _ = features_for(r.to(detector.device), desc=f"{name} real", **kw)
+        X_f, _ = features_for(f.to(detector.device), desc=f"{name} fake", **kw)
+        p = detector.classifier.predict_proba(np.concatenate([X_r, X_f]))
+        y = np.concatenate([np.zeros(len(X_r)), np.ones(len(X_f))]).astype(int)
+        out[name] = binary_metrics(y, p, detector.classifier.threshold)
+    return {"n_per_class": n, "fake_seed": EVAL_FAKE_SEED, "real_data": test_reals.name, "conditions": out}

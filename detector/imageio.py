@@ -1,0 +1,123 @@
+"""Decoding user images into the model's input, by one documented policy.
+
+Policy (`prepare_image`):
+1. Decode with Pillow (PNG, JPEG, WebP, BMP, TIFF, GIF: first frame), refusing images whose pixel count
+   exceeds `max_pixels` before the pixels are decoded (decompression bombs).
+2. Apply the EXIF orientation.
+3. Convert the mode: transparency is composited on black; 16-bit and 32-bit integer images are scaled
+   to 8 bits; palette, CMYK, LA, etc. go through RGB; then to the model's channels (L or RGB).
+4. Geometry: an image of the bundle's native size with a 'pad' framing (Fashion-MNIST: 28x28) is
+   centred on the canvas exactly as the training data was (never stretched); anything else has its
+   shorter side resized to the model's resolution (area interpolation when shrinking, bicubic when
+   enlarging) and is centre-cropped.
+Errors name the file and the reason (`ImageDecodeError`).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gan_inversion.data import fit_square, flatten_to_rgb_or_l, frame_native
+
+DEFAULT_MAX_PIXELS = 40_000_000
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
+
+
+class ImageDecodeError(ValueError):
+    """An input could not be turned into a model input; `kind` is 'unsupported', 'corrupt', 'empty' or 'too_large'."""
+
+    def __init__(self, source: str, reason: str, kind: str = "corrupt"):
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason, self.kind = source, reason, kind
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor            # [C, R, R] float in [-1, 1]
+    source: str
+    format: str | None
+    original_size: tuple[int, int]  # (width, height) after EXIF orientation
+    original_mode: str
+    framing: str                    # 'native-pad' or 'fit'
+    colourfulness: float            # mean |R-G|, |G-B| spread of the decoded image, in [0, 255]
+    notes: list[str] = field(default_factory=list)
+
+
+def colourfulness(img: Image.Image) -> float:
+    """Mean absolute R-G and G-B difference of an RGB image (0 for gray content), in [0, 255]."""
+    if img.mode != "RGB":
+        return 0.0
+    a = np.asarray(img, dtype=np.int16)
+    return float((np.abs(a[..., 0] - a[..., 1]).mean() + np.abs(a[..., 1] - a[..., 2]).mean()) / 2)
+
+
+def decode(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str, str]:
+    """Bytes -> (oriented Pillow image of the first frame, format, original mode), or ImageDecodeError."""
+    if not data:
+        raise ImageDecodeError(source, "empty input (0 bytes)", "empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format not in SUPPORTED_FORMATS:
+                raise ImageDecodeError(source, f"unsupported image format {img.format}", "unsupported")
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(source, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}",
+                                       "too_large")
+            if w == 0 or h == 0:
+                raise ImageDecodeError(source, "image has zero width or height", "corrupt")
+            img.seek(0)
+            img.load()
+            fmt, mode = img.format, img.mode
+            img = ImageOps.exif_transpose(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(source, "not a recognised image (supported: PNG, JPEG, WebP, BMP, TIFF, GIF)",
+                               "unsupported") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(source, f"decompression bomb refused: {exc}", "too_large") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
+        raise ImageDecodeError(source, f"corrupt or truncated image: {exc}", "corrupt") from exc
+    return img, fmt, mode
+
+
+def prepare_image(data: bytes | str | Path, *, channels: int, resolution: int, framing: dict | None = None,
+                  source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
+    """Decode bytes (or read a file) into the model's input by the module's policy."""
+    if isinstance(data, (str, Path)):
+        source = source or str(data)
+        try:
+            data = Path(data).read_bytes()
+        except OSError as exc:
+            raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}", "unreadable") from exc
+    source = source or "<bytes>"
+    img, fmt, mode = decode(data, source, max_pixels=max_pixels)
+    size = img.size
+    img = flatten_to_rgb_or_l(img)
+    colour = colourfulness(img)
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    framing = framing or {}
+    notes = []
+    native = framing.get("native_resolution")
+    if framing.get("kind") == "pad" and size == (native, native):
+        t = torch.from_numpy(arr.copy()).reshape(native, native, channels).permute(2, 0, 1)
+        t = frame_native(t, framing)
+        how = "native-pad"
+    else:
+        arr = fit_square(arr, resolution)
+        t = torch.from_numpy(arr.copy()).reshape(resolution, resolution, channels).permute(2, 0, 1)
+        how = "fit"
+        if size != (resolution, resolution):
+            notes.append(f"resized from {size[0]}x{size[1]} to {resolution}x{resolution}")
+    tensor = t.float().div(127.5).sub(1.0)
+    return PreparedImage(tensor=tensor, source=source, format=fmt, original_size=size, original_mode=mode,
+                         framing=how, colourfulness=colour, notes=notes)

@@ -1,0 +1,71 @@
+"""Image laundering: the perturbations a fake goes through on its way to a user (re-compression, resizing,
+blur). Used to make the classifier robust while fitting (applied equally to both classes, as Wang et
+al. 2020 did) and by the benchmarks to measure robustness.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from gan_inversion.data import to_float, to_uint8
+
+
+def _to_pil(x: torch.Tensor) -> Image.Image:
+    """float [C, H, W] in [-1, 1] -> PIL image."""
+    arr = to_uint8(x).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+
+
+def _from_pil(img: Image.Image, channels: int) -> torch.Tensor:
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return to_float(torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], channels).permute(2, 0, 1))
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    buf = io.BytesIO()
+    _to_pil(x).save(buf, format="JPEG", quality=int(quality))
+    return _from_pil(Image.open(buf), x.shape[0])
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return _from_pil(_to_pil(x).filter(ImageFilter.GaussianBlur(radius=float(sigma))), x.shape[0])
+
+
+def resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Down-scale by `factor` (< 1) and back up to the original size (bilinear both ways)."""
+    img = _to_pil(x)
+    w, h = img.size
+    small = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BILINEAR)
+    return _from_pil(small.resize((w, h), Image.Resampling.BILINEAR), x.shape[0])
+
+
+LAUNDERINGS = {"jpeg": jpeg, "blur": blur, "resize": resize}
+
+
+def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
+    """One laundering of a batch [N, C, H, W] (or one image [C, H, W])."""
+    fn = LAUNDERINGS[kind]
+    if x.ndim == 3:
+        return fn(x, strength)
+    return torch.stack([fn(img, strength) for img in x])
+
+
+def random_launder(x: torch.Tensor, *, prob: float, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """With probability `prob` per image, one random perturbation: JPEG q60-100, Gaussian blur sigma 0.3-1.0,
+    or down-up resize x0.5-0.9. Returns the images and what was done to each."""
+    out, what = [], []
+    for img in x:
+        u = torch.rand(3, generator=generator).tolist()
+        if u[0] >= prob:
+            out.append(img)
+            what.append("clean")
+            continue
+        kind = ("jpeg", "blur", "resize")[min(2, int(u[1] * 3))]
+        strength = {"jpeg": 60 + round(40 * u[2]), "blur": 0.3 + 0.7 * u[2], "resize": 0.5 + 0.4 * u[2]}[kind]
+        out.append(apply(img, kind, strength))
+        what.append(f"{kind}:{strength:.2f}" if kind != "jpeg" else f"jpeg:{strength}")
+    return torch.stack(out), what

@@ -1,0 +1,227 @@
+"""The scoring pipeline: image -> calibrated fake-probability with its evidence.
+
+`Detector.load(path)` reads a detector file (JSON: classifier, feature config, perceptual backend, and the
+bundle/encoder files it was fitted for, checked by fingerprint) and loads everything once. `score()` and
+`score_batch()` never mutate the models, so one Detector can serve concurrent requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from gan_inversion.checkpoints import BundleError, load_bundle
+from gan_inversion.data import to_uint8
+from gan_inversion.encoder import generator_fingerprint, load_encoder
+from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
+from gan_inversion.projector import w_spread
+
+from .classifier import JsonClassifier
+from .features import FeatureConfig, extract_features
+from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_image
+
+DETECTOR_FORMAT = "resynth-detector"
+DETECTOR_VERSION = 1
+EVIDENCE_SCALE = 4  # evidence PNGs are upscaled (nearest) so 32px images can be looked at
+
+
+class DetectorError(RuntimeError):
+    """A detector file is unusable (missing parts, mismatched bundle, encoder or perceptual backend)."""
+
+
+@dataclass
+class ScoreResult:
+    source: str
+    p_fake: float
+    verdict: str                 # 'fake' or 'real' at the stored threshold
+    threshold: float
+    model_id: str
+    features: dict[str, float]
+    timings_ms: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    evidence: dict[str, bytes] = field(default_factory=dict)  # PNG bytes, on request
+
+    def to_dict(self, *, include_features: bool = True) -> dict:
+        d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
+             "model_id": self.model_id, "timings_ms": self.timings_ms, "warnings": list(self.warnings)}
+        if include_features:
+            d["features"] = self.features
+        return d
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _upscale(arr: np.ndarray) -> np.ndarray:
+    return cv2.resize(arr, None, fx=EVIDENCE_SCALE, fy=EVIDENCE_SCALE, interpolation=cv2.INTER_NEAREST)
+
+
+def image_png(x: torch.Tensor) -> bytes:
+    """float [C, H, W] in [-1, 1] -> upscaled PNG."""
+    arr = to_uint8(x.cpu()).permute(1, 2, 0).numpy()
+    arr = arr[..., 0] if arr.shape[2] == 1 else arr[..., ::-1]  # cv2 wants BGR
+    return png_bytes(_upscale(np.ascontiguousarray(arr)))
+
+
+def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
+    """map [1, H, W] (>= 0) -> upscaled colour heatmap PNG (inferno), scaled to vmax (default: its max)."""
+    a = m[0].detach().cpu().numpy().astype(np.float64)
+    top = vmax if vmax is not None else max(float(a.max()), 1e-12)
+    u8 = np.clip(a / top * 255.0, 0, 255).astype(np.uint8)
+    return png_bytes(_upscale(cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO)))
+
+
+class Detector:
+    def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.spec = spec
+        self.bundle, self.encoder, self.perceptual = bundle, encoder, perceptual
+        self.G, self.D = bundle.G_ema, bundle.D
+        self.device = torch.device(device)
+        self.classifier = JsonClassifier(spec["classifier"])
+        self.feature_cfg = FeatureConfig(**{k: v for k, v in spec["features"].items() if k != "version"})
+        self.model_id: str = spec["model_id"]
+        self.max_pixels = max_pixels
+        dom = spec.get("domain") or {}
+        self._lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
+        self._hi = np.asarray(dom.get("feature_hi", []), dtype=np.float64)
+        self._colour_limit = float(dom.get("colour_limit", 8.0))
+        self.w_std = w_spread(self.G)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Detector:
+        """Load a detector file and the bundle, encoder and perceptual net it names.
+
+        A perceptual net passed in must be the backend the detector was fitted with (else DetectorError).
+        """
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise DetectorError(f"{path}: no such detector file") from exc
+        except (OSError, ValueError) as exc:
+            raise DetectorError(f"{path}: not a readable detector file: {exc}") from exc
+        if spec.get("format") != DETECTOR_FORMAT or spec.get("format_version") != DETECTOR_VERSION:
+            raise DetectorError(f"{path}: not a resynth detector file (version {DETECTOR_VERSION})")
+        base = path.parent
+        try:
+            bundle = load_bundle(base / spec["bundle"]["file"], device=device, require_D=True)
+        except BundleError as exc:
+            raise DetectorError(str(exc)) from exc
+        if generator_fingerprint(bundle.G_ema) != spec["bundle"]["generator_fingerprint"]:
+            raise DetectorError(f"{path}: fitted for another generator than {spec['bundle']['file']}")
+        encoder = None
+        if spec.get("encoder"):
+            try:
+                encoder, _ = load_encoder(base / spec["encoder"]["file"], G=bundle.G_ema, device=device)
+            except BundleError as exc:
+                raise DetectorError(str(exc)) from exc
+        if perceptual is None:
+            name, size = parse_backend_id(spec["perceptual"])
+            perceptual = build_perceptual(name, input_size=size)
+        if perceptual.backend_id != spec["perceptual"]:
+            raise DetectorError(f"{path}: fitted with perceptual backend {spec['perceptual']}, "
+                                f"but {perceptual.backend_id} was given; refit or use the matching backend")
+        return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
+                   max_pixels=max_pixels)
+
+    @property
+    def info(self) -> dict:
+        G = self.G
+        return {"model_id": self.model_id, "data": self.bundle.data.get("name"), "resolution": G.img_resolution,
+                "channels": G.img_channels, "perceptual": self.spec["perceptual"],
+                "refine_steps": self.feature_cfg.refine_steps, "space": self.feature_cfg.space,
+                "threshold": self.classifier.threshold, "target_fpr": self.spec["classifier"].get("target_fpr"),
+                "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {})}
+
+    # ------------------------------------------------------------------ scoring
+    def prepare(self, data, *, source: str | None = None) -> PreparedImage:
+        return prepare_image(data, channels=self.G.img_channels, resolution=self.G.img_resolution,
+                             framing=self.bundle.framing, source=source, max_pixels=self.max_pixels)
+
+    def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str]) -> list[str]:
+        out = []
+        if prep is not None:
+            if self.G.img_channels == 1 and prep.colourfulness > self._colour_limit:
+                out.append(f"out of domain: a colour image (colourfulness {prep.colourfulness:.1f}) given to a "
+                           "grayscale model; it was converted to gray and the probability is unreliable")
+            out += prep.notes
+        if len(self._lo):
+            span = np.maximum(self._hi - self._lo, 1e-12)
+            outside = [n for n, v, lo, hi, s in zip(names, feats, self._lo, self._hi, span, strict=True)
+                       if v < lo - 0.5 * s or v > hi + 0.5 * s]
+            if outside:
+                out.append("out of domain: features far outside the range seen in fitting ("
+                           + ", ".join(outside[:5]) + ("…" if len(outside) > 5 else "") + ")")
+        return out
+
+    def score_tensors(self, images: torch.Tensor, *, preps: list[PreparedImage | None] | None = None,
+                      sources: list[str] | None = None, explain: bool = False,
+                      decode_ms: list[float] | None = None) -> list[ScoreResult]:
+        """images [N, C, H, W] in [-1, 1] (already the model's input)."""
+        N = images.shape[0]
+        fb = extract_features(self.G, self.D, self.encoder, self.perceptual, images.to(self.device),
+                              cfg=self.feature_cfg, w_std=self.w_std, explain=explain)
+        if fb.names != self.classifier.feature_names:
+            raise DetectorError("feature names differ from those the classifier was fitted on")
+        t0 = time.perf_counter()
+        X = fb.values.numpy()
+        p = self.classifier.predict_proba(X)
+        classify_ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
+        results = []
+        for i in range(N):
+            timings = {"decode": (decode_ms or [0.0] * N)[i], **fb.timings_ms, "classify": classify_ms}
+            timings = {k: round(v, 2) for k, v in timings.items()}
+            timings["total"] = round(sum(timings.values()), 2)
+            prep = preps[i] if preps else None
+            r = ScoreResult(
+                source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
+                verdict="fake" if p[i] > self.classifier.threshold else "real", threshold=self.classifier.threshold,
+                model_id=self.model_id, features=dict(zip(fb.names, map(float, X[i]), strict=True)),
+                timings_ms=timings, warnings=self._warnings(prep, X[i], fb.names))
+            if explain:
+                r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[i]),
+                              "pixel_heatmap": heatmap_png(fb.pixel_map[i], vmax=1.0),
+                              "perceptual_heatmap": heatmap_png(fb.perceptual_map[i])}
+            results.append(r)
+        return results
+
+    def score_batch(self, inputs: list, *, explain: bool = False, sources: list[str] | None = None
+                    ) -> list[ScoreResult]:
+        """Decode and score several images (paths or bytes) together. Decoding errors raise ImageDecodeError."""
+        preps, decode_ms = [], []
+        for i, data in enumerate(inputs):
+            t0 = time.perf_counter()
+            preps.append(self.prepare(data, source=sources[i] if sources else None))
+            decode_ms.append(1000 * (time.perf_counter() - t0))
+        images = torch.stack([pr.tensor for pr in preps])
+        return self.score_tensors(images, preps=preps, sources=[pr.source for pr in preps], explain=explain,
+                                  decode_ms=decode_ms)
+
+    def score(self, data, *, explain: bool = False, source: str | None = None) -> ScoreResult:
+        """One image (path, bytes): p_fake, verdict, threshold, features, timings, model id, warnings."""
+        return self.score_batch([data], explain=explain, sources=[source] if source else None)[0]
+
+
+def evidence_to_files(result: ScoreResult, folder: str | Path, stem: str) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, data in result.evidence.items():
+        p = folder / f"{stem}_{name}.png"
+        p.write_bytes(data)
+        out.append(p)
+    return out
+

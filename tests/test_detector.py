@@ -1,0 +1,220 @@
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detector.classifier import ClassifierConfig
+from detector.cli import main
+from detector.features import FeatureConfig, extract_features, is_finite
+from detector.fit import FitConfig, binary_metrics, fit_detector
+from detector.imageio import ImageDecodeError, prepare_image
+from detector.scoring import Detector, DetectorError
+from gan_inversion.checkpoints import save_bundle
+from gan_inversion.data import ImageDataset, to_uint8
+from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
+from gan_inversion.perceptual import build_perceptual
+
+from .conftest import make_D, make_G
+
+FRAMING = {"kind": "pad", "native_resolution": 12, "canvas": 16, "offset": 2, "fill": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    """A whole tiny detector: 16px generator, encoder, random-weight perceptual net, fitted classifier."""
+    d = tmp_path_factory.mktemp("det")
+    G, D = make_G(seed=0), make_D(seed=0)
+    save_bundle(d / "g.pt", G_ema=G, D=D, data={"name": "toy", "framing": FRAMING})
+    perc = build_perceptual("mobilenet_v2-random", input_size=32)
+    g = torch.Generator().manual_seed(0)
+    reals = ImageDataset(images=torch.randint(0, 256, (64, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
+    train_encoder(d / "e.pt", G, reals, perceptual=perc, progress=False,
+                  cfg=EncoderTrainConfig(steps=5, batch_fake=4, batch_real=4, checkpoint_every=5))
+    E, _ = load_encoder(d / "e.pt", G=G)
+    fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
+                 encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
+                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5), cache_dir=d / "cache",
+                 progress=False)
+    return d, Detector.load(d / "det.json")
+
+
+def _png(arr, mode=None, fmt="PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    (Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- decoding
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_every_format_decodes(fmt):
+    arr = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (30, 1))
+    p = prepare_image(_png(arr, fmt=fmt), channels=1, resolution=16)
+    assert p.tensor.shape == (1, 16, 16) and p.format == fmt and p.framing == "fit"
+    assert -1 <= p.tensor.min() and p.tensor.max() <= 1
+
+
+def test_modes_and_channels():
+    rgb = np.zeros((20, 20, 3), dtype=np.uint8)
+    rgb[..., 0] = 255
+    assert prepare_image(_png(rgb), channels=3, resolution=16).tensor.shape == (3, 16, 16)
+    red = prepare_image(_png(rgb), channels=1, resolution=16)
+    assert red.colourfulness > 100 and red.tensor.shape == (1, 16, 16)
+    rgba = np.zeros((20, 20, 4), dtype=np.uint8)
+    rgba[..., :3] = 255  # white but fully transparent -> black
+    assert prepare_image(_png(rgba), channels=1, resolution=16).tensor.max() == -1
+    pal = _png(np.full((20, 20), 200, dtype=np.uint8), mode="P")
+    assert prepare_image(pal, channels=1, resolution=16).tensor.mean() > 0.5
+    deep = Image.fromarray(np.full((20, 20), 65535, dtype=np.uint16))
+    buf = io.BytesIO()
+    deep.save(buf, format="PNG")
+    assert torch.allclose(prepare_image(buf.getvalue(), channels=1, resolution=16).tensor, torch.ones(1, 16, 16))
+
+
+def test_native_size_is_framed_not_stretched():
+    p = prepare_image(_png(np.full((12, 12), 255, dtype=np.uint8)), channels=1, resolution=16, framing=FRAMING)
+    assert p.framing == "native-pad"
+    assert (p.tensor[0, 2:14, 2:14] == 1).all() and (p.tensor[0, :2] == -1).all()
+
+
+def test_exif_orientation_applied():
+    arr = np.zeros((10, 20), dtype=np.uint8)
+    arr[:, :10] = 255  # left half white
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    p = prepare_image(buf.getvalue(), channels=1, resolution=10)
+    assert p.original_size == (10, 20)  # width, height after rotation
+    assert p.tensor[0, :4].mean() > 0.5 and p.tensor[0, -4:].mean() < -0.5  # white half now on top
+
+
+def test_gif_first_frame():
+    frames = [Image.fromarray(np.full((8, 8), v, dtype=np.uint8)) for v in (255, 0)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    assert prepare_image(buf.getvalue(), channels=1, resolution=8).tensor.mean() > 0.9
+
+
+@pytest.mark.parametrize("data,kind", [
+    (b"", "empty"),
+    (b"hello, I am text", "unsupported"),
+    (b"%PDF-1.4 not really", "unsupported"),
+])
+def test_bad_inputs(data, kind):
+    with pytest.raises(ImageDecodeError) as e:
+        prepare_image(data, channels=1, resolution=16, source="upload.bin")
+    assert e.value.kind == kind and "upload.bin" in str(e.value)
+
+
+def test_truncated_bomb_missing_and_ico(tmp_path):
+    png = _png(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    with pytest.raises(ImageDecodeError) as e:
+        prepare_image(png[: len(png) // 2], channels=1, resolution=16)
+    assert e.value.kind == "corrupt"
+    with pytest.raises(ImageDecodeError) as e:
+        prepare_image(png, channels=1, resolution=16, max_pixels=1000)
+    assert e.value.kind == "too_large" and "4096" in str(e.value)
+    with pytest.raises(ImageDecodeError) as e:
+        prepare_image(tmp_path / "missing.png", channels=1, resolution=16)
+    assert e.value.kind == "unreadable" and "missing.png" in str(e.value)
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, format="ICO")
+    with pytest.raises(ImageDecodeError, match="unsupported image format ICO"):
+        prepare_image(buf.getvalue(), channels=1, resolution=16)
+
+
+# ---------------------------------------------------------------- features and scoring
+
+def test_features_complete_finite_and_batch_independent(tiny_detector):
+    _, det = tiny_detector
+    x = det.G(torch.randn(3, det.G.z_dim, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+    fb = extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg, explain=True)
+    assert fb.values.shape == (3, len(fb.names)) and len(set(fb.names)) == len(fb.names)
+    assert fb.names == det.classifier.feature_names and is_finite(fb.values)
+    for prefix in ("pix_", "psnr", "perc_stage", "d_logit", "d_b16_", "w_dist", "enc_shift", "loss_drop"):
+        assert any(n.startswith(prefix) for n in fb.names), prefix
+    alone = extract_features(det.G, det.D, det.encoder, det.perceptual, x[1:2], cfg=det.feature_cfg)
+    assert torch.allclose(alone.values[0], fb.values[1], rtol=1e-4, atol=1e-5)
+    assert fb.pixel_map.shape == (3, 1, 16, 16) and fb.perceptual_map.shape == (3, 1, 16, 16)
+
+
+def test_score_result_and_evidence(tiny_detector):
+    _, det = tiny_detector
+    fake = to_uint8(det.G(torch.randn(1, det.G.z_dim))[0]).numpy()[0]
+    r = det.score(_png(fake), explain=True, source="fake.png")
+    assert 0 <= r.p_fake <= 1 and r.verdict in ("real", "fake") and r.threshold == det.classifier.threshold
+    assert r.model_id == det.model_id and set(r.features) == set(det.classifier.feature_names)
+    assert {"decode", "encode", "refine", "features", "classify", "total"} <= set(r.timings_ms)
+    for name in ("input", "reconstruction", "pixel_heatmap", "perceptual_heatmap"):
+        img = Image.open(io.BytesIO(r.evidence[name]))
+        assert img.size == (64, 64)
+    d = r.to_dict()
+    json.dumps(d)
+    assert d["source"] == "fake.png"
+
+
+def test_reload_gives_identical_scores(tiny_detector):
+    path, det = tiny_detector
+    again = Detector.load(path / "det.json")
+    img = _png(np.random.default_rng(3).integers(0, 255, (16, 16), dtype=np.uint8))
+    assert det.score(img).p_fake == again.score(img).p_fake
+
+
+def test_out_of_domain_warning(tiny_detector):
+    _, det = tiny_detector
+    rgb = np.random.default_rng(4).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    r = det.score(_png(rgb))
+    assert any("colour image" in w for w in r.warnings)
+    assert any("resized from 40x40" in w for w in r.warnings)
+
+
+def test_backend_mismatch_is_an_error(tiny_detector):
+    path, _ = tiny_detector
+    with pytest.raises(DetectorError, match="fitted with perceptual backend mobilenet_v2-random@32"):
+        Detector.load(path / "det.json", perceptual=build_perceptual("mobilenet_v2-random", input_size=64))
+    spec = json.loads((path / "det.json").read_text())
+    spec["bundle"]["generator_fingerprint"] = "0" * 64
+    (path / "other.json").write_text(json.dumps(spec))
+    with pytest.raises(DetectorError, match="another generator"):
+        Detector.load(path / "other.json")
+    (path / "junk.json").write_text("{not json")
+    with pytest.raises(DetectorError, match="not a readable detector"):
+        Detector.load(path / "junk.json")
+
+
+def test_feature_cache_is_used(tiny_detector):
+    path, _ = tiny_detector
+    files = list((path / "cache").glob("*.npz"))
+    assert len(files) == 4  # 2 batches of reals + 2 of fakes
+    assert not list((path / "cache").glob("*.tmp"))
+
+
+def test_binary_metrics():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    m = binary_metrics(y, p, threshold=0.5)
+    assert m["auc"] == pytest.approx(15 / 16) and m["accuracy_at_threshold"] == 0.75
+    assert 0 <= m["eer"] <= 0.5 and 0 <= m["ece"] <= 1
+
+
+def test_cli_detect(tiny_detector, tmp_path, capsys):
+    path, _ = tiny_detector
+    good = tmp_path / "a.png"
+    good.write_bytes(_png(np.full((16, 16), 90, dtype=np.uint8)))
+    bad = tmp_path / "b.png"
+    bad.write_bytes(b"garbage")
+    rc = main(["detect", str(good), str(bad), "--detector", str(path / "det.json"), "--json",
+               "--explain", str(tmp_path / "ev"), "--device", "cpu"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 1  # one file failed
+    assert 0 <= lines[0]["p_fake"] <= 1 and len(lines[0]["evidence"]) == 4
+    assert lines[1]["error"] == "unsupported" and "b.png" in lines[1]["message"]
+    assert (tmp_path / "ev" / "a_reconstruction.png").exists()
+    rc = main(["detect", str(good), "--detector", str(path / "det.json"), "--device", "cpu"])
+    assert rc == 0 and "p_fake=" in capsys.readouterr().out
