@@ -371,13 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
     return p
 
-def main(argv: list[str] | None = None) -> int:
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse and run a subcommand; domain errors become one line on stderr and exit status 2."""
     from detector.scoring import DetectorError
     from gan_inversion.checkpoints import BundleError
     from gan_inversion.data import DataError
     from gan_inversion.perceptual import PerceptualUnavailable
 
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (BundleError, DataError, PerceptualUnavailable, DetectorError, FileNotFoundError, ValueError) as exc:
@@ -386,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,7 @@ bundle/encoder files it was fitted for, checked by fingerprint) and loads everyt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -83,13 +84,16 @@ def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
 
 class Detector:
     def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None):
         self.spec = spec
         self.bundle, self.encoder, self.perceptual = bundle, encoder, perceptual
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
         self.classifier = JsonClassifier(spec["classifier"])
         self.feature_cfg = FeatureConfig(**{k: v for k, v in spec["features"].items() if k != "version"})
+        self.fitted_refine_steps = self.feature_cfg.refine_steps
+        if refine_steps is not None and refine_steps != self.fitted_refine_steps:
+            self.feature_cfg = dataclasses.replace(self.feature_cfg, refine_steps=refine_steps)
         self.model_id: str = spec["model_id"]
         self.max_pixels = max_pixels
         dom = spec.get("domain") or {}
@@ -101,7 +105,7 @@ class Detector:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> Detector:
+             max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None) -> Detector:
         """Load a detector file and the bundle, encoder and perceptual net it names.
 
         A perceptual net passed in must be the backend the detector was fitted with (else DetectorError).
@@ -135,7 +139,7 @@ class Detector:
             raise DetectorError(f"{path}: fitted with perceptual backend {spec['perceptual']}, "
                                 f"but {perceptual.backend_id} was given; refit or use the matching backend")
         return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
-                   max_pixels=max_pixels)
+                   max_pixels=max_pixels, refine_steps=refine_steps)
 
     @property
     def info(self) -> dict:
@@ -147,12 +151,15 @@ class Detector:
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {})}
 
     # ------------------------------------------------------------------ scoring
-    def prepare(self, data, *, source: str | None = None) -> PreparedImage:
+    def prepare(self, data, *, source: str | None = None, max_pixels: int | None = None) -> PreparedImage:
         return prepare_image(data, channels=self.G.img_channels, resolution=self.G.img_resolution,
-                             framing=self.bundle.framing, source=source, max_pixels=self.max_pixels)
+                             framing=self.bundle.framing, source=source, max_pixels=max_pixels or self.max_pixels)
 
     def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str]) -> list[str]:
         out = []
+        if self.feature_cfg.refine_steps != self.fitted_refine_steps:
+            out.append(f"refinement steps ({self.feature_cfg.refine_steps}) differ from those the classifier was "
+                       f"fitted with ({self.fitted_refine_steps}): the probability is less well calibrated")
         if prep is not None:
             if self.G.img_channels == 1 and prep.colourfulness > self._colour_limit:
                 out.append(f"out of domain: a colour image (colourfulness {prep.colourfulness:.1f}) given to a "
@@ -198,21 +205,23 @@ class Detector:
             results.append(r)
         return results
 
-    def score_batch(self, inputs: list, *, explain: bool = False, sources: list[str] | None = None
-                    ) -> list[ScoreResult]:
+    def score_batch(self, inputs: list, *, explain: bool = False, sources: list[str] | None = None,
+                    max_pixels: int | None = None) -> list[ScoreResult]:
         """Decode and score several images (paths or bytes) together. Decoding errors raise ImageDecodeError."""
         preps, decode_ms = [], []
         for i, data in enumerate(inputs):
             t0 = time.perf_counter()
-            preps.append(self.prepare(data, source=sources[i] if sources else None))
+            preps.append(self.prepare(data, source=sources[i] if sources else None, max_pixels=max_pixels))
             decode_ms.append(1000 * (time.perf_counter() - t0))
         images = torch.stack([pr.tensor for pr in preps])
         return self.score_tensors(images, preps=preps, sources=[pr.source for pr in preps], explain=explain,
                                   decode_ms=decode_ms)
 
-    def score(self, data, *, explain: bool = False, source: str | None = None) -> ScoreResult:
+    def score(self, data, *, explain: bool = False, source: str | None = None,
+              max_pixels: int | None = None) -> ScoreResult:
         """One image (path, bytes): p_fake, verdict, threshold, features, timings, model id, warnings."""
-        return self.score_batch([data], explain=explain, sources=[source] if source else None)[0]
+        return self.score_batch([data], explain=explain, sources=[source] if source else None,
+                                max_pixels=max_pixels)[0]
 
 
 def evidence_to_files(result: ScoreResult, folder: str | Path, stem: str) -> list[Path]:

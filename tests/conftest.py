@@ -36,3 +36,38 @@ def G():
 @pytest.fixture
 def D():
     return make_D()
+
+
+TINY_FRAMING = {"kind": "pad", "native_resolution": 12, "canvas": 16, "offset": 2, "fill": 0}
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory):
+    """A whole tiny detector: 16px generator, encoder, random-weight perceptual net, fitted classifier.
+
+    Returns (folder, Detector); the folder holds g.pt, e.pt, det.json and the feature cache.
+    """
+    from detector.classifier import ClassifierConfig
+    from detector.features import FeatureConfig
+    from detector.fit import FitConfig, fit_detector
+    from detector.scoring import Detector
+    from gan_inversion.checkpoints import save_bundle
+    from gan_inversion.data import ImageDataset
+    from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
+    from gan_inversion.perceptual import build_perceptual
+
+    d = tmp_path_factory.mktemp("det")
+    G, D = make_G(seed=0), make_D(seed=0)
+    save_bundle(d / "g.pt", G_ema=G, D=D, data={"name": "toy", "framing": TINY_FRAMING})
+    perc = build_perceptual("mobilenet_v2-random", input_size=32)
+    g = torch.Generator().manual_seed(0)
+    reals = ImageDataset(images=torch.randint(0, 256, (64, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
+    train_encoder(d / "e.pt", G, reals, perceptual=perc, progress=False,
+                  cfg=EncoderTrainConfig(steps=5, batch_fake=4, batch_real=4, checkpoint_every=5))
+    E, _ = load_encoder(d / "e.pt", G=G)
+    fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
+                 encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
+                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5), cache_dir=d / "cache",
+                 progress=False)
+    return d, Detector.load(d / "det.json")

@@ -6,40 +6,17 @@ import pytest
 import torch
 from PIL import Image
 
-from detector.classifier import ClassifierConfig
 from detector.cli import main
-from detector.features import FeatureConfig, extract_features, is_finite
-from detector.fit import FitConfig, binary_metrics, fit_detector
+from detector.features import extract_features, is_finite
+from detector.fit import binary_metrics
 from detector.imageio import ImageDecodeError, prepare_image
 from detector.scoring import Detector, DetectorError
-from gan_inversion.checkpoints import save_bundle
-from gan_inversion.data import ImageDataset, to_uint8
-from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
+from gan_inversion.data import to_uint8
 from gan_inversion.perceptual import build_perceptual
 
-from .conftest import make_D, make_G
+from .conftest import TINY_FRAMING
 
-FRAMING = {"kind": "pad", "native_resolution": 12, "canvas": 16, "offset": 2, "fill": 0}
-
-
-@pytest.fixture(scope="module")
-def tiny_detector(tmp_path_factory):
-    """A whole tiny detector: 16px generator, encoder, random-weight perceptual net, fitted classifier."""
-    d = tmp_path_factory.mktemp("det")
-    G, D = make_G(seed=0), make_D(seed=0)
-    save_bundle(d / "g.pt", G_ema=G, D=D, data={"name": "toy", "framing": FRAMING})
-    perc = build_perceptual("mobilenet_v2-random", input_size=32)
-    g = torch.Generator().manual_seed(0)
-    reals = ImageDataset(images=torch.randint(0, 256, (64, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
-    train_encoder(d / "e.pt", G, reals, perceptual=perc, progress=False,
-                  cfg=EncoderTrainConfig(steps=5, batch_fake=4, batch_real=4, checkpoint_every=5))
-    E, _ = load_encoder(d / "e.pt", G=G)
-    fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
-                 encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
-                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5), cache_dir=d / "cache",
-                 progress=False)
-    return d, Detector.load(d / "det.json")
+FRAMING = TINY_FRAMING
 
 
 def _png(arr, mode=None, fmt="PNG", **kw) -> bytes:

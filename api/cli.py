@@ -1,0 +1,39 @@
+"""The `resynth` console script: detector's subcommands plus `serve` (kept here so imports flow api -> detector)."""
+
+from __future__ import annotations
+
+import sys
+
+from detector import cli as detector_cli
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import settings_from_env
+
+    settings = settings_from_env(detector=args.detector, host=args.host, port=args.port, device=args.device)
+    print(f"resynth: serving {settings.detector} on http://{settings.host}:{settings.port}", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def build_parser():
+    parser = detector_cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    s = sub.add_parser("serve", help="run the HTTP service (settings from RESYNTH_* environment variables)")
+    s.add_argument("--host", default=None, help="default RESYNTH_HOST or 127.0.0.1")
+    s.add_argument("--port", type=int, default=None, help="default RESYNTH_PORT or 8000")
+    s.add_argument("--detector", default=None, help="default RESYNTH_DETECTOR or the embedded model")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return detector_cli.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Deployment settings, read from the environment once (here and nowhere else)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    detector: str = str(REPO_ROOT / "models" / "fmnist32_detector.json")  # RESYNTH_DETECTOR
+    device: str = "auto"                   # RESYNTH_DEVICE: auto | cpu | cuda
+    max_bytes: int = 10 * 2**20            # RESYNTH_MAX_BYTES: largest accepted request body
+    max_pixels: int = 40_000_000           # RESYNTH_MAX_PIXELS: largest accepted image (width x height)
+    max_inflight: int = 2                  # RESYNTH_MAX_INFLIGHT: images scored at once; more get 503
+    refine_steps: int | None = None        # RESYNTH_REFINE_STEPS: override the detector's K (changes features)
+    torch_threads: int = 0                 # RESYNTH_TORCH_THREADS: 0 = number of CPUs
+    host: str = "127.0.0.1"                # RESYNTH_HOST
+    port: int = 8000                       # RESYNTH_PORT
+    retry_after_s: int = 2                 # RESYNTH_RETRY_AFTER: Retry-After seconds sent with 503
+
+
+ENV = {
+    "detector": ("RESYNTH_DETECTOR", str), "device": ("RESYNTH_DEVICE", str), "max_bytes": ("RESYNTH_MAX_BYTES", int),
+    "max_pixels": ("RESYNTH_MAX_PIXELS", int), "max_inflight": ("RESYNTH_MAX_INFLIGHT", int),
+    "refine_steps": ("RESYNTH_REFINE_STEPS", int), "torch_threads": ("RESYNTH_TORCH_THREADS", int),
+    "host": ("RESYNTH_HOST", str), "port": ("RESYNTH_PORT", int), "retry_after_s": ("RESYNTH_RETRY_AFTER", int),
+}
+
+
+def settings_from_env(environ: dict | None = None, **overrides) -> Settings:
+    """Settings from RESYNTH_* variables (then explicit overrides); a malformed value is an error naming it."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for field_name, (var, cast) in ENV.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field_name] = cast(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {var}={raw!r} is not a valid {cast.__name__}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    s = Settings(**values)
+    if s.max_inflight < 1 or s.max_bytes < 1 or s.max_pixels < 1:
+        raise ValueError("RESYNTH_MAX_INFLIGHT, RESYNTH_MAX_BYTES and RESYNTH_MAX_PIXELS must be positive")
+    return s
