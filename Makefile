@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA   := data/FashionMNIST/raw/train-images-idx3-ubyte
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data test test-fast serve lint clean
+.PHONY: setup data test-deps test test-fast serve lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,18 +36,29 @@ $(DATA): | $(STAMP)
 
 data: $(DATA)
 
+# What only the tests need from Debian: a headless browser and its driver (web page test), docker-compose
+# (compose file validation; no Docker engine needed).
+test-deps:
+	@missing=""; for c in chromium chromedriver docker-compose; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium chromium-driver docker-compose >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver docker-compose >/dev/null); \
+	  else echo "install chromium, chromium-driver and docker-compose (Debian packages) for the full test suite"; fi; \
+	fi
+
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup data lint
+test: setup data test-deps lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Until the HTTP service lands, `make serve` samples the embedded default generator.
+# The HTTP service on the embedded default model, at http://127.0.0.1:8000 (RESYNTH_* variables override).
 serve: setup
-	$(BIN)/resynth sample --n 64 --out out/samples.png
+	$(BIN)/resynth serve
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

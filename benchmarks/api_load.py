@@ -1,0 +1,150 @@
+"""Load benchmark of the HTTP service: the real server on loopback, real images, bounded concurrency.
+
+    python -m benchmarks.api_load [--requests 48] [--concurrency 1,4,16] [--max-inflight 2]
+
+Starts `resynth serve` on a free loopback port with the embedded detector, waits for /readyz, then for
+each concurrency level sends a fixed number of POST /v1/detect requests (test-split photos and fresh
+generator samples as PNG) and reports p50/p95/p99 latency of the successful ones, images/s, and the share
+answered 503 (past the in-flight limit). Writes results/api_load.json and a table in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from detector.cli import DEFAULT_DATA
+from gan_inversion.checkpoints import load_bundle
+from gan_inversion.data import load_fashion_mnist, to_uint8
+
+from .common import RESULTS_DIR, write_section
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sample_pngs(n: int, bundle_path: str) -> list[bytes]:
+    """Half test-split photos (native 28x28), half generator samples (32x32), as PNG bytes."""
+    from gan_inversion.metrics import generate
+
+    test = load_fashion_mnist(DEFAULT_DATA, split="test")
+    bundle = load_bundle(bundle_path)
+    fakes = to_uint8(generate(bundle.G_ema, n - n // 2, seed=1_000_000_007))
+    out = []
+    for i in range(n // 2):
+        arr = test.images[i, 0, 2:30, 2:30].numpy()  # the original 28x28 photo
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    for f in fakes:
+        buf = io.BytesIO()
+        Image.fromarray(f[0].numpy()).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+async def run_level(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
+    sem = asyncio.Semaphore(concurrency)
+    lat_ok, statuses = [], []
+
+    async def one(i: int, client: httpx.AsyncClient):
+        async with sem:
+            t0 = time.perf_counter()
+            r = await client.post(url + "/v1/detect", content=images[i % len(images)],
+                                  headers={"content-type": "image/png"})
+            dt = time.perf_counter() - t0
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                lat_ok.append(dt)
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i, client) for i in range(n)))
+        wall = time.perf_counter() - t0
+    ok = np.asarray(lat_ok) * 1000
+    pct = (lambda q: float(np.percentile(ok, q))) if len(ok) else (lambda q: float("nan"))
+    return {"concurrency": concurrency, "requests": n, "ok": int((np.asarray(statuses) == 200).sum()),
+            "status_503": int((np.asarray(statuses) == 503).sum()),
+            "other": int(((np.asarray(statuses) != 200) & (np.asarray(statuses) != 503)).sum()),
+            "share_503": float((np.asarray(statuses) == 503).mean()), "p50_ms": pct(50), "p95_ms": pct(95),
+            "p99_ms": pct(99), "images_per_s": len(ok) / wall, "wall_s": wall}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--max-inflight", type=int, default=2)
+    ap.add_argument("--bundle", default=os.path.join(REPO, "models", "fmnist32.pt"))
+    ap.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
+    args = ap.parse_args(argv)
+
+    images = sample_pngs(32, args.bundle)
+    port = _free_port()
+    env = {**os.environ, "RESYNTH_MAX_INFLIGHT": str(args.max_inflight), "RESYNTH_PORT": str(port),
+           "RESYNTH_HOST": "127.0.0.1"}
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited: {server.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server not ready after 300 s")
+            time.sleep(0.5)
+        model = httpx.get(url + "/v1/model").json()
+        asyncio.run(run_level(url, images, 1, 4))  # warm-up
+        levels = []
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            r = asyncio.run(run_level(url, images, c, args.requests))
+            levels.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    meta = {"model_id": model["model_id"], "refine_steps": model["refine_steps"], "max_inflight": args.max_inflight,
+            "cpus": os.cpu_count(), "machine": platform.machine(), "requests_per_level": args.requests}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "api_load.json").write_text(json.dumps({"meta": meta, "levels": levels}, indent=2))
+    if not args.no_write:
+        lines = ["## HTTP service load (`python -m benchmarks.api_load`)", "",
+                 f"Model `{meta['model_id']}` (K={meta['refine_steps']} refinement steps), RESYNTH_MAX_INFLIGHT="
+                 f"{meta['max_inflight']}, {meta['cpus']} CPUs ({meta['machine']}), "
+                 f"{args.requests} requests per level, "
+                 "real 28x28 test photos and 32x32 generator samples as PNG, server and client on loopback. "
+                 "Latency of the 200 answers; 503 = refused past the in-flight limit (with Retry-After).", "",
+                 "| concurrency | requests | 200 | 503 | 503 share | p50 ms | p95 ms | p99 ms | images/s |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['concurrency']} | {r['requests']} | {r['ok']} | {r['status_503']} | {r['share_503']:.0%} | "
+                  f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['images_per_s']:.2f} |"
+                  for r in levels]
+        write_section("api_load", "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
