@@ -260,6 +260,28 @@ def cmd_detect(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_audit(args) -> int:
+    import functools
+
+    from detector.audit import AuditConfig, audit_id_for, audit_progress, open_db, run_audit, write_report
+    from detector.scoring import Detector
+
+    device = pick_device(args.device)
+    loader = functools.partial(Detector.load, args.detector, device="cpu")
+    det = Detector.load(args.detector, device=device)
+    cfg = AuditConfig(workers=args.workers, frames_per_second=args.frames_per_second, crop_faces=args.crop == "faces",
+                      batch=args.batch)
+    engine = open_db(args.db)
+    if args.report_only:
+        aid = audit_id_for(Path(args.folder).resolve(), det.model_id, cfg)
+    else:
+        aid = run_audit(engine, args.folder, detector=det, cfg=cfg, loader=loader)
+    for out in args.out or []:
+        print(f"report: {write_report(engine, aid, out)}")
+    print(json.dumps(audit_progress(engine, aid)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resynth", description="GAN-inversion deepfake detection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -338,6 +360,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_detect)
 
+    s = sub.add_parser("audit", help="score every image and video under a folder into a database, resumably")
+    s.add_argument("folder")
+    s.add_argument("--out", action="append", help="report file: .csv, .json or .html (repeatable)")
+    s.add_argument("--db", default="resynth-audit.sqlite", help="SQLite file or SQLAlchemy URL")
+    s.add_argument("--workers", type=int, default=1, help="scoring processes")
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--frames-per-second", type=float, default=1.0, help="video sampling rate")
+    s.add_argument("--crop", choices=("faces",), default=None, help="score face crops (Haar cascade) instead")
+    s.add_argument("--report-only", action="store_true", help="rebuild the reports from the database, no scoring")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_audit)
+
     s = sub.add_parser("sample", help="draw samples from a generator bundle")
     s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     s.add_argument("--n", type=int, default=64)
@@ -382,7 +417,8 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DataError, PerceptualUnavailable, DetectorError, FileNotFoundError, ValueError) as exc:
+    except (BundleError, DataError, PerceptualUnavailable, DetectorError, FileNotFoundError, NotADirectoryError,
+            KeyError, ValueError) as exc:
         print(f"resynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

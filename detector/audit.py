@@ -1,0 +1,545 @@
+"""Batch audit of a media folder (images and videos) into a database, resumably, with reports.
+
+Every file ends in exactly one state: `scored`, or `skipped` with a reason. Results are stored in a
+database (SQLite by default, any SQLAlchemy URL otherwise) keyed by (content hash, model id, mode) and
+committed as they are produced, together with the file rows that point at them: a run killed at any
+moment and rerun finishes with every file recorded exactly once, and identical files are scored once.
+
+Videos are sampled at `frames_per_second`; each frame is scored and the video is summarised: mean
+p_fake (its probability), max, share of frames over the threshold (verdict 'fake' when at least half
+are), and the worst frame's timestamp. With `crop_faces`, faces found by OpenCV's bundled Haar cascade
+are scored instead of the whole image (an image's probability is its most suspicious face).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from tqdm import tqdm
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    workers: int = 1
+    batch: int = 16                  # images scored together
+    frames_per_second: float = 1.0   # video sampling rate
+    max_frames: int = 300            # per video
+    crop_faces: bool = False
+    max_file_bytes: int = 500 * 2**20
+
+    @property
+    def mode(self) -> str:
+        """What a stored result depends on besides the file and the model."""
+        return ("faces" if self.crop_faces else "full") + f"|fps={self.frames_per_second:g}|max={self.max_frames}"
+
+
+# ------------------------------------------------------------------------------------------ database
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditRow(Base):
+    __tablename__ = "audits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    root: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[str] = mapped_column(String(128))
+    options: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))          # running | done | failed
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[str] = mapped_column(String(40))
+    updated: Mapped[str] = mapped_column(String(40))
+    total_files: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))              # image | video
+    p_fake: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(8))
+    summary: Mapped[str] = mapped_column(Text)                # JSON: frames, faces, warnings, ...
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    heatmap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("audit_id", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_id: Mapped[str] = mapped_column(ForeignKey("audits.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)                   # relative to the audit root
+    kind: Mapped[str] = mapped_column(String(8))              # image | video | other
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(8))             # scored | skipped
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deduplicated: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def open_db(url_or_path: str | Path) -> Engine:
+    """An engine for an SQLAlchemy URL, or a path to an SQLite file (created with the tables)."""
+    s = str(url_or_path)
+    url = s if "://" in s else f"sqlite:///{Path(s).resolve()}"
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _):
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def audit_id_for(root: Path, model_id: str, cfg: AuditConfig) -> str:
+    return hashlib.sha256(f"{root}|{model_id}|{cfg.mode}".encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ walking
+
+@dataclass
+class Entry:
+    rel: str
+    path: Path | None
+    kind: str                      # image | video | other | error
+    reason: str | None = None
+    size: int | None = None
+
+
+def walk_media(root: Path) -> Iterator[Entry]:
+    """Every file under root, recursively and in sorted order; follows directory symlinks once (loops cut),
+    reports unreadable directories and non-media files as entries with a reason."""
+    seen: set[tuple[int, int]] = set()
+
+    def visit(d: Path, rel: str) -> Iterator[Entry]:
+        try:
+            st = d.stat()
+        except OSError as exc:
+            yield Entry(rel or ".", None, "error", f"unreadable directory: {exc.strerror or exc}")
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            yield Entry(rel, None, "error", "symlink loop (directory already visited)")
+            return
+        seen.add(key)
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as exc:
+            yield Entry(rel or ".", None, "error", f"unreadable directory: {exc.strerror or exc}")
+            return
+        for name in names:
+            p = d / name
+            r = f"{rel}/{name}" if rel else name
+            try:
+                st = p.stat()
+            except OSError as exc:
+                yield Entry(r, None, "error", f"unreadable: {exc.strerror or exc}")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                yield from visit(p, r)
+            elif stat.S_ISREG(st.st_mode):
+                ext = p.suffix.lower()
+                kind = "image" if ext in IMAGE_EXT else "video" if ext in VIDEO_EXT else "other"
+                yield Entry(r, p, kind, None if kind != "other" else "not a media file", st.st_size)
+            else:
+                yield Entry(r, None, "error", "not a regular file")
+
+    yield from visit(root, "")
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+_WORKER_DETECTOR = None
+
+
+def _worker_init(loader: Callable[[], object]) -> None:
+    global _WORKER_DETECTOR
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_DETECTOR = loader()
+
+
+def _face_crops(data: bytes, source: str) -> list[bytes]:
+    import cv2
+
+    from .imageio import decode
+
+    img, _, _ = decode(data, source)
+    rgb = np.asarray(img.convert("RGB"))
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    crops = []
+    for x, y, w, h in faces:
+        m = int(0.2 * max(w, h))
+        crop = rgb[max(0, y - m):y + h + m, max(0, x - m):x + w + m]
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        if ok:
+            crops.append(buf.tobytes())
+    return crops
+
+
+def _video_frames(path: Path, fps_target: float, max_frames: int) -> tuple[list[bytes], list[float]]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError("cannot open video (corrupt or unsupported codec)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    step = max(1, round(fps / fps_target))
+    frames, stamps, i = [], [], 0
+    try:
+        while len(frames) < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % step == 0:
+                ok, buf = cv2.imencode(".png", frame)
+                if ok:
+                    frames.append(buf.tobytes())
+                    stamps.append(i / fps)
+            i += 1
+    finally:
+        cap.release()
+    if not frames:
+        raise ValueError("no decodable frames")
+    return frames, stamps
+
+
+def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
+    """Score one task ({'kind': 'images', 'items': [(hash, path)]} or {'kind': 'video', ...}).
+
+    Returns one dict per content hash: {'hash', 'ok': True, result fields} or {'hash', 'ok': False, 'reason'}.
+    """
+    from .imageio import ImageDecodeError
+
+    det = detector if detector is not None else _WORKER_DETECTOR
+    out = []
+    if task["kind"] == "video":
+        h, path = task["hash"], Path(task["path"])
+        try:
+            frames, stamps = _video_frames(path, cfg.frames_per_second, cfg.max_frames)
+            preps = [det.prepare(f, source=f"{path.name}@{t:.2f}s") for f, t in zip(frames, stamps, strict=True)]
+        except (ValueError, ImageDecodeError) as exc:
+            return [{"hash": h, "ok": False, "reason": f"corrupt: {exc}"}]
+        results = []
+        for i in range(0, len(preps), cfg.batch):
+            chunk = preps[i:i + cfg.batch]
+            import torch
+
+            results += det.score_tensors(torch.stack([p.tensor for p in chunk]), preps=chunk, explain=False)
+        p = np.asarray([r.p_fake for r in results])
+        worst = int(p.argmax())
+        over = float((p > det.classifier.threshold).mean())
+        best = det.score(frames[worst], explain=True)
+        out.append({"hash": h, "ok": True, "kind": "video", "p_fake": float(p.mean()),
+                    "verdict": "fake" if over >= 0.5 else "real",
+                    "summary": {"frames": len(p), "max": float(p.max()), "mean": float(p.mean()),
+                                "share_over_threshold": over, "worst_frame_s": round(stamps[worst], 3),
+                                "warnings": sorted({w for r in results for w in r.warnings})},
+                    "thumbnail": best.evidence["input"], "heatmap": best.evidence["perceptual_heatmap"]})
+        return out
+    for h, path in task["items"]:
+        try:
+            data = Path(path).read_bytes()
+            inputs = _face_crops(data, str(path)) if cfg.crop_faces else [data]
+            if not inputs:
+                out.append({"hash": h, "ok": False, "reason": "no face found"})
+                continue
+            results = det.score_batch(inputs, explain=True, sources=[str(path)] * len(inputs))
+        except ImageDecodeError as exc:
+            reason = {"too_large": "too large", "unsupported": "unsupported or not an image"}.get(exc.kind, "corrupt")
+            out.append({"hash": h, "ok": False, "reason": f"{reason}: {exc.reason}"})
+            continue
+        except OSError as exc:
+            out.append({"hash": h, "ok": False, "reason": f"unreadable: {exc.strerror or exc}"})
+            continue
+        worst = max(results, key=lambda r: r.p_fake)
+        summary = {"warnings": worst.warnings}
+        if cfg.crop_faces:
+            summary["faces"] = [r.p_fake for r in results]
+        out.append({"hash": h, "ok": True, "kind": "image", "p_fake": worst.p_fake, "verdict": worst.verdict,
+                    "summary": summary, "thumbnail": worst.evidence["input"],
+                    "heatmap": worst.evidence["perceptual_heatmap"]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = AuditConfig(),
+              loader: Callable[[], object] | None = None, progress: bool = True,
+              on_progress: Callable[[dict], None] | None = None) -> str:
+    """Audit `root` into the database; resumes an earlier run of the same audit. Returns the audit id.
+
+    `detector` scores in this process (workers=1); with workers > 1, `loader` (picklable, no arguments)
+    builds a detector in each worker process.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a directory")
+    model_id = detector.model_id
+    aid = audit_id_for(root, model_id, cfg)
+    with Session(engine) as s:
+        row = s.get(AuditRow, aid)
+        if row is None:
+            s.add(AuditRow(id=aid, root=str(root), model_id=model_id, options=json.dumps(asdict(cfg)),
+                           status="running", created=_now(), updated=_now()))
+        else:
+            row.status, row.updated, row.message = "running", _now(), None
+        s.commit()
+        done = set(s.scalars(select(FileRow.path).where(FileRow.audit_id == aid)))
+        known = set(s.scalars(select(ResultRow.content_hash).where(ResultRow.model_id == model_id,
+                                                                  ResultRow.mode == cfg.mode)))
+    entries = [e for e in walk_media(root) if e.rel not in done]
+    counts = {"scored": 0, "skipped": 0, "deduplicated": 0, "done_before": len(done)}
+    bar = tqdm(total=len(entries) + len(done), initial=len(done), disable=not progress, desc="audit",
+               unit="file", dynamic_ncols=True)
+
+    def record(rows: list[FileRow], result: ResultRow | None = None) -> None:
+        with Session(engine, expire_on_commit=False) as s:
+            if result is not None:
+                s.merge(result)
+            s.add_all(rows)
+            s.commit()
+        for r in rows:
+            counts["scored" if r.state == "scored" else "skipped"] += 1
+            counts["deduplicated"] += r.deduplicated
+        bar.update(len(rows))
+        bar.set_postfix({k: v for k, v in counts.items() if k != "done_before"})
+        if on_progress:
+            on_progress(dict(counts))
+
+    pending: dict[str, list[Entry]] = {}   # content hash -> entries waiting for its score
+    tasks, image_batch = [], []
+    for e in entries:
+        if e.kind in ("other", "error"):
+            record([FileRow(audit_id=aid, path=e.rel, kind="other", size=e.size, state="skipped", reason=e.reason)])
+            continue
+        if e.size is not None and e.size > cfg.max_file_bytes:
+            record([FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=e.size, state="skipped",
+                            reason=f"too large: {e.size} bytes > {cfg.max_file_bytes}")])
+            continue
+        try:
+            h = file_hash(e.path)
+        except OSError as exc:
+            record([FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=e.size, state="skipped",
+                            reason=f"unreadable: {exc.strerror or exc}")])
+            continue
+        if h in known:
+            record([FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=e.size, content_hash=h, state="scored",
+                            deduplicated=1)])
+            continue
+        if h in pending:
+            pending[h].append(e)
+            continue
+        pending[h] = [e]
+        if e.kind == "video":
+            tasks.append({"kind": "video", "hash": h, "path": str(e.path)})
+        else:
+            image_batch.append((h, str(e.path)))
+            if len(image_batch) == cfg.batch:
+                tasks.append({"kind": "images", "items": image_batch})
+                image_batch = []
+    if image_batch:
+        tasks.append({"kind": "images", "items": image_batch})
+
+    def store(res: dict) -> None:
+        group = pending.pop(res["hash"])
+        result = None
+        if res["ok"]:
+            result = ResultRow(content_hash=res["hash"], model_id=model_id, mode=cfg.mode, kind=res["kind"],
+                               p_fake=res["p_fake"], verdict=res["verdict"], summary=json.dumps(res["summary"]),
+                               thumbnail=res["thumbnail"], heatmap=res["heatmap"])
+            rows = [FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=e.size, content_hash=res["hash"],
+                            state="scored", deduplicated=int(i > 0)) for i, e in enumerate(group)]
+        else:
+            rows = [FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=e.size, content_hash=res["hash"],
+                            state="skipped", reason=res["reason"]) for e in group]
+        record(rows, result)
+
+    try:
+        if cfg.workers <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                for res in score_task(t, cfg, detector):
+                    store(res)
+        else:
+            if loader is None:
+                raise ValueError("workers > 1 needs a picklable detector loader")
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                     initargs=(loader,)) as pool:
+                for results in pool.map(score_task, tasks, [cfg] * len(tasks)):
+                    for res in results:
+                        store(res)
+    except BaseException as exc:
+        with Session(engine) as s:
+            row = s.get(AuditRow, aid)
+            row.status, row.message, row.updated = "failed", f"{type(exc).__name__}: {exc}", _now()
+            s.commit()
+        raise
+    finally:
+        bar.close()
+    with Session(engine) as s:
+        row = s.get(AuditRow, aid)
+        row.status, row.updated = "done", _now()
+        row.total_files = s.query(FileRow).filter(FileRow.audit_id == aid).count()
+        s.commit()
+    return aid
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
+    """The audit and one dict per file (joined with its result), without rescoring anything."""
+    with Session(engine) as s:
+        audit = s.get(AuditRow, audit_id)
+        if audit is None:
+            raise KeyError(f"no audit {audit_id!r} in this database")
+        s.expunge(audit)
+        mode = AuditConfig(**json.loads(audit.options)).mode
+        rows = []
+        for f in s.scalars(select(FileRow).where(FileRow.audit_id == audit_id).order_by(FileRow.path)):
+            r = s.get(ResultRow, (f.content_hash, audit.model_id, mode)) if f.state == "scored" else None
+            d = {"path": f.path, "kind": f.kind, "size": f.size, "content_hash": f.content_hash, "state": f.state,
+                 "reason": f.reason, "deduplicated": bool(f.deduplicated), "p_fake": None, "verdict": None}
+            if r is not None:
+                summary = json.loads(r.summary)
+                d.update(p_fake=r.p_fake, verdict=r.verdict, summary=summary, _thumb=r.thumbnail, _heat=r.heatmap)
+                if r.kind == "video":
+                    d.update(frames=summary["frames"], max_p=summary["max"], mean_p=summary["mean"],
+                             share_over_threshold=summary["share_over_threshold"],
+                             worst_frame_s=summary["worst_frame_s"])
+            rows.append(d)
+    return audit, rows
+
+
+CSV_FIELDS = ["path", "kind", "size", "content_hash", "state", "reason", "deduplicated", "p_fake", "verdict",
+              "frames", "max_p", "mean_p", "share_over_threshold", "worst_frame_s"]
+
+
+def audit_progress(engine: Engine, audit_id: str) -> dict:
+    with Session(engine) as s:
+        a = s.get(AuditRow, audit_id)
+        if a is None:
+            raise KeyError(audit_id)
+        q = s.query(FileRow).filter(FileRow.audit_id == audit_id)
+        return {"id": a.id, "root": a.root, "model_id": a.model_id, "status": a.status, "message": a.message,
+                "created": a.created, "updated": a.updated, "files_recorded": q.count(),
+                "scored": q.filter(FileRow.state == "scored").count(),
+                "skipped": q.filter(FileRow.state == "skipped").count(), "total_files": a.total_files}
+
+
+def write_report(engine: Engine, audit_id: str, out: str | Path) -> Path:
+    """CSV, JSON or HTML (by the file suffix), rebuilt from the database."""
+    import csv
+
+    out = Path(out)
+    audit, rows = audit_rows(engine, audit_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        with open(out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    elif suffix == ".json":
+        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+        out.write_text(json.dumps({"audit": audit_progress(engine, audit_id), "files": clean}, indent=1))
+    elif suffix in (".html", ".htm"):
+        out.write_text(html_report(audit, rows, audit_progress(engine, audit_id)))
+    else:
+        raise ValueError(f"report format {suffix!r}: use .csv, .json or .html")
+    return out
+
+
+def _histogram_svg(ps: list[float], bins: int = 20) -> str:
+    counts, _ = np.histogram(ps, bins=bins, range=(0, 1))
+    top = max(int(counts.max()) if len(ps) else 1, 1)
+    W, H, bw = 400, 120, 400 / bins
+    bars = "".join(f'<rect x="{i * bw:.1f}" y="{H - c / top * H:.1f}" width="{bw - 1:.1f}" height="{c / top * H:.1f}" '
+                   f'fill="#557"><title>{i / bins:.2f}-{(i + 1) / bins:.2f}: {c}</title></rect>'
+                   for i, c in enumerate(counts))
+    return (f'<svg width="{W}" height="{H + 16}" role="img" aria-label="histogram of p_fake">{bars}'
+            f'<text x="0" y="{H + 14}" font-size="11">0</text><text x="{W - 10}" y="{H + 14}" font-size="11">1</text>'
+            "</svg>")
+
+
+def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
+    import base64
+    import html
+
+    esc = html.escape
+    scored = [r for r in rows if r["state"] == "scored"]
+    skipped = [r for r in rows if r["state"] == "skipped"]
+    flagged = sorted((r for r in scored if r["verdict"] == "fake"), key=lambda r: -r["p_fake"])
+
+    def img(b: bytes | None) -> str:
+        return f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="96" height="96">' if b else ""
+
+    flagged_rows = "".join(
+        f"<tr><td>{esc(r['path'])}</td><td>{r['kind']}</td><td>{r['p_fake']:.4f}</td>"
+        f"<td>{img(r.get('_thumb'))}</td><td>{img(r.get('_heat'))}</td>"
+        f"<td>{esc(json.dumps({k: v for k, v in r.get('summary', {}).items() if k != 'warnings'}))}</td></tr>"
+        for r in flagged)
+    skipped_rows = "".join(f"<tr><td>{esc(r['path'])}</td><td>{esc(r['reason'] or '')}</td></tr>" for r in skipped)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>resynth audit {esc(audit.id)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{image-rendering:pixelated}}</style></head><body>
+<h1>resynth audit</h1>
+<p>Folder <code>{esc(audit.root)}</code> · model <code>{esc(audit.model_id)}</code> · status {esc(progress['status'])}
+ · updated {esc(progress['updated'])}</p>
+<h2>Totals</h2>
+<table><tr><th>files</th><th>scored</th><th>flagged fake</th><th>skipped</th><th>deduplicated</th></tr>
+<tr><td>{len(rows)}</td><td>{len(scored)}</td><td>{len(flagged)}</td><td>{len(skipped)}</td>
+<td>{sum(r['deduplicated'] for r in rows)}</td></tr></table>
+<h2>Scores</h2>{_histogram_svg([r['p_fake'] for r in scored])}
+<h2>Flagged items ({len(flagged)}), most suspicious first</h2>
+<table><tr><th>file</th><th>kind</th><th>p_fake</th><th>input</th><th>perceptual residual</th><th>details</th></tr>
+{flagged_rows}</table>
+<h2>Skipped files ({len(skipped)})</h2><table><tr><th>file</th><th>reason</th></tr>{skipped_rows}</table>
+</body></html>"""
+

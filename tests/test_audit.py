@@ -1,0 +1,134 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from detector.audit import AuditConfig, FileRow, ResultRow, audit_rows, open_db, run_audit, walk_media, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _img(path: Path, seed: int, size=16):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8)).save(path)
+
+
+def _video(path: Path, frames=12, fps=6.0):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 32))
+    for i in range(frames):
+        w.write(np.full((32, 32, 3), 20 * i % 255, dtype=np.uint8))
+    w.release()
+
+
+@pytest.fixture
+def media(tmp_path):
+    root = tmp_path / "media"
+    _img(root / "a.png", 1)
+    _img(root / "nested" / "deep" / "b.png", 2)
+    (root / "nested" / "copy_of_a.png").write_bytes((root / "a.png").read_bytes())  # duplicate content
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    (root / "notes.txt").write_text("not media")
+    (root / "loop").symlink_to(root, target_is_directory=True)  # symlink loop
+    _video(root / "clip.avi")
+    (root / "bad.mp4").write_bytes(b"not a video")
+    return root
+
+
+def test_walk_handles_loops_and_non_media(media):
+    entries = {e.rel: e for e in walk_media(media)}
+    assert entries["notes.txt"].reason == "not a media file"
+    assert entries["loop"].kind == "error" and "loop" in entries["loop"].reason
+    assert entries["clip.avi"].kind == "video" and entries["nested/deep/b.png"].kind == "image"
+
+
+def test_mixed_folder_every_file_one_state(media, tiny_detector, tmp_path):
+    det = tiny_detector[1]
+    engine = open_db(tmp_path / "a.sqlite")
+    aid = run_audit(engine, media, detector=det, cfg=AuditConfig(batch=2, frames_per_second=3), progress=False)
+    _, rows = audit_rows(engine, aid)
+    by = {r["path"]: r for r in rows}
+    assert set(by) == {"a.png", "nested/deep/b.png", "nested/copy_of_a.png", "broken.jpg", "notes.txt", "loop",
+                       "clip.avi", "bad.mp4"}
+    assert by["a.png"]["state"] == "scored" and 0 <= by["a.png"]["p_fake"] <= 1
+    assert by["nested/copy_of_a.png"]["deduplicated"] and by["nested/copy_of_a.png"]["p_fake"] == by["a.png"]["p_fake"]
+    assert by["broken.jpg"]["state"] == "skipped" and by["broken.jpg"]["reason"].startswith(("corrupt", "unsupported"))
+    assert by["notes.txt"]["reason"] == "not a media file"
+    assert by["bad.mp4"]["state"] == "skipped" and "corrupt" in by["bad.mp4"]["reason"]
+    v = by["clip.avi"]
+    assert v["state"] == "scored" and v["frames"] == 6 and 0 <= v["worst_frame_s"] < 2
+    assert v["max_p"] >= v["mean_p"] == pytest.approx(v["p_fake"])
+    with Session(engine) as s:  # identical content scored once
+        assert s.scalar(select(func.count()).select_from(ResultRow)) == 3  # a (and its copy), b, clip
+    # A rerun does nothing new.
+    again = run_audit(engine, media, detector=det, cfg=AuditConfig(batch=2, frames_per_second=3), progress=False)
+    assert again == aid and len(audit_rows(engine, aid)[1]) == len(rows)
+
+    for fmt in ("csv", "json", "html"):
+        out = write_report(engine, aid, tmp_path / f"r.{fmt}")
+        text = out.read_text()
+        assert "broken.jpg" in text and ("nested/deep/b.png" in text or fmt == "html")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["audit"]["status"] == "done" and len(data["files"]) == 8
+    html = (tmp_path / "r.html").read_text()
+    assert "<svg" in html and "Skipped files (4)" in html and "not a media file" in html
+    with pytest.raises(ValueError, match="report format"):
+        write_report(engine, aid, tmp_path / "r.xlsx")
+
+
+def test_workers(media, tiny_detector, tmp_path):
+    import functools
+
+    from detector.scoring import Detector
+
+    folder, det = tiny_detector
+    loader = functools.partial(Detector.load, str(folder / "det.json"))
+    engine = open_db(tmp_path / "w.sqlite")
+    aid = run_audit(engine, media, detector=det, loader=loader,
+                    cfg=AuditConfig(workers=2, batch=1, frames_per_second=3), progress=False)
+    rows = {r["path"]: r for r in audit_rows(engine, aid)[1]}
+    assert rows["a.png"]["state"] == "scored" and rows["clip.avi"]["state"] == "scored"
+
+
+def test_kill_and_resume(tiny_detector, tmp_path):
+    folder, _ = tiny_detector
+    root = tmp_path / "many"
+    n = 120
+    for i in range(n):
+        _img(root / f"d{i % 7}" / f"img{i:03d}.png", seed=100 + i)
+    db = tmp_path / "k.sqlite"
+    cmd = [sys.executable, "-m", "api.cli", "audit", str(root), "--db", str(db), "--batch", "1",
+           "--detector", str(folder / "det.json"), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recorded = 0
+    try:
+        while proc.poll() is None:
+            if db.exists():
+                engine = open_db(db)
+                with Session(engine) as s:
+                    recorded = s.scalar(select(func.count()).select_from(FileRow))
+                engine.dispose()
+                if recorded >= 3:
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert 3 <= recorded < n, "the audit must be killed part-way"
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    engine = open_db(db)
+    with Session(engine) as s:
+        paths = list(s.scalars(select(FileRow.path)))
+        states = set(s.scalars(select(FileRow.state)))
+    assert len(paths) == n and len(set(paths)) == n and states == {"scored"}
