@@ -27,22 +27,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from detector.imageio import ImageDecodeError
 from detector.scoring import Detector
 
+from .audits import AuditManager
+from .audits import router as audits_router
+from .errors import ApiError, error_responses
 from .settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers allowed on top of max_bytes
 RAW_TYPES = ("image/", "application/octet-stream")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
 
 
 class DetectResponse(BaseModel):
@@ -53,12 +45,6 @@ class DetectResponse(BaseModel):
     timings_ms: dict[str, float]
     warnings: list[str]
     evidence: dict[str, str] | None = None  # base64 PNGs with ?explain=true
-
-
-def _errors(*codes: int) -> dict:
-    text = {400: "Bad request", 413: "Body or image too large", 415: "Not an image / unsupported type",
-            422: "Empty, corrupt or truncated image", 503: "Overloaded or model not loaded"}
-    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
 
 DECODE_STATUS = {"too_large": (413, "image_too_large"), "unsupported": (415, "unsupported_media_type"),
@@ -166,12 +152,15 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         app.state.detector = await anyio.to_thread.run_sync(loader, settings)
+        app.state.audits = AuditManager(settings.audit_db, app.state.detector)
+        app.state.audits.resume_unfinished(settings.audit_root)
         yield
-        app.state.detector = None
+        await anyio.to_thread.run_sync(app.state.audits.shutdown)
+        app.state.detector = app.state.audits = None
 
     app = FastAPI(title="resynth", version="0.1.0", lifespan=lifespan,
                   description="GAN-image detection by StyleGAN2 inversion: POST an image, get a fake-probability.")
-    app.state.settings, app.state.inflight, app.state.detector = settings, 0, None
+    app.state.settings, app.state.inflight, app.state.detector, app.state.audits = settings, 0, None, None
     metrics = app.state.metrics = Metrics()
     install_error_handlers(app)
 
@@ -188,7 +177,7 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
             metrics.requests.labels(route, request.method, str(status)).inc()
             metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
-    @app.post("/v1/detect", response_model=DetectResponse, responses=_errors(413, 415, 422, 503),
+    @app.post("/v1/detect", response_model=DetectResponse, responses=error_responses(413, 415, 422, 503),
               summary="Score one image (multipart field 'file', or a raw image body)",
               openapi_extra={"requestBody": {"content": {
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -215,7 +204,8 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
             out["evidence"] = {k: base64.b64encode(v).decode() for k, v in result.evidence.items()}
         return out
 
-    @app.get("/v1/model", responses=_errors(503), summary="What the loaded model is, with its evaluation metrics")
+    @app.get("/v1/model", responses=error_responses(503),
+             summary="What the loaded model is, with its evaluation metrics")
     async def model(detector: Detector = Depends(get_detector)):
         return detector.info
 
@@ -223,13 +213,15 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", responses=_errors(503), summary="The model is loaded")
+    @app.get("/readyz", responses=error_responses(503), summary="The model is loaded")
     async def readyz(detector: Detector = Depends(get_detector)):
         return {"status": "ready", "model_id": detector.model_id}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(audits_router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

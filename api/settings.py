@@ -21,6 +21,8 @@ class Settings:
     host: str = "127.0.0.1"                # RESYNTH_HOST
     port: int = 8000                       # RESYNTH_PORT
     retry_after_s: int = 2                 # RESYNTH_RETRY_AFTER: Retry-After seconds sent with 503
+    audit_root: str | None = None          # RESYNTH_AUDIT_ROOT: folders under it may be audited (unset: none)
+    audit_db: str = "resynth-audits.sqlite"  # RESYNTH_AUDIT_DB: SQLite path or SQLAlchemy URL
 
 
 ENV = {
@@ -28,6 +30,7 @@ ENV = {
     "max_pixels": ("RESYNTH_MAX_PIXELS", int), "max_inflight": ("RESYNTH_MAX_INFLIGHT", int),
     "refine_steps": ("RESYNTH_REFINE_STEPS", int), "torch_threads": ("RESYNTH_TORCH_THREADS", int),
     "host": ("RESYNTH_HOST", str), "port": ("RESYNTH_PORT", int), "retry_after_s": ("RESYNTH_RETRY_AFTER", int),
+    "audit_root": ("RESYNTH_AUDIT_ROOT", str), "audit_db": ("RESYNTH_AUDIT_DB", str),
 }
 
 

@@ -71,7 +71,7 @@ class AuditRow(Base):
     root: Mapped[str] = mapped_column(Text)
     model_id: Mapped[str] = mapped_column(String(128))
     options: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))          # running | done | failed
+    status: Mapped[str] = mapped_column(String(16))          # running | done | failed | interrupted
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[str] = mapped_column(String(40))
     updated: Mapped[str] = mapped_column(String(40))
@@ -309,18 +309,14 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ the run
 
-def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = AuditConfig(),
-              loader: Callable[[], object] | None = None, progress: bool = True,
-              on_progress: Callable[[dict], None] | None = None) -> str:
-    """Audit `root` into the database; resumes an earlier run of the same audit. Returns the audit id.
+class AuditInterrupted(Exception):
+    """Raised from an on_progress callback to stop a run; the audit stays resumable ('interrupted')."""
 
-    `detector` scores in this process (workers=1); with workers > 1, `loader` (picklable, no arguments)
-    builds a detector in each worker process.
-    """
-    root = Path(root).resolve()
+
+def ensure_audit(engine: Engine, root: Path, model_id: str, cfg: AuditConfig) -> str:
+    """Create the audit row (or mark an existing one running again); returns its id."""
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a directory")
-    model_id = detector.model_id
     aid = audit_id_for(root, model_id, cfg)
     with Session(engine) as s:
         row = s.get(AuditRow, aid)
@@ -330,6 +326,21 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
         else:
             row.status, row.updated, row.message = "running", _now(), None
         s.commit()
+    return aid
+
+
+def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = AuditConfig(),
+              loader: Callable[[], object] | None = None, progress: bool = True,
+              on_progress: Callable[[dict], None] | None = None) -> str:
+    """Audit `root` into the database; resumes an earlier run of the same audit. Returns the audit id.
+
+    `detector` scores in this process (workers=1); with workers > 1, `loader` (picklable, no arguments)
+    builds a detector in each worker process.
+    """
+    root = Path(root).resolve()
+    model_id = detector.model_id
+    aid = ensure_audit(engine, root, model_id, cfg)
+    with Session(engine) as s:
         done = set(s.scalars(select(FileRow.path).where(FileRow.audit_id == aid)))
         known = set(s.scalars(select(ResultRow.content_hash).where(ResultRow.model_id == model_id,
                                                                   ResultRow.mode == cfg.mode)))
@@ -418,7 +429,8 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
     except BaseException as exc:
         with Session(engine) as s:
             row = s.get(AuditRow, aid)
-            row.status, row.message, row.updated = "failed", f"{type(exc).__name__}: {exc}", _now()
+            row.status = "interrupted" if isinstance(exc, (AuditInterrupted, KeyboardInterrupt)) else "failed"
+            row.message, row.updated = f"{type(exc).__name__}: {exc}", _now()
             s.commit()
         raise
     finally:
