@@ -282,6 +282,20 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_roc(args) -> int:
+    from detector.roc import resolve_folders, roc_on_folders
+    from detector.scoring import Detector
+
+    real_dir, fake_dir = resolve_folders(args.real, args.fake, args.folder)
+    det = Detector.load(args.detector, device=pick_device(args.device))
+    result = roc_on_folders(det, real_dir, fake_dir, args.out, batch=args.batch)
+    print((Path(args.out) / "table.md").read_text())
+    if result["skipped"]:
+        print(f"{len(result['skipped'])} files could not be decoded (listed in metrics.json)")
+    print(f"wrote {args.out}/metrics.json, table.md, roc.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resynth", description="GAN-inversion deepfake detection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -372,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("roc", help="ROC metrics of the detector on your folders of real and fake images")
+    s.add_argument("folder", nargs="?", help="a folder holding 0_real/ and 1_fake/ (CNNDetection layout)")
+    s.add_argument("--real", help="folder of real images")
+    s.add_argument("--fake", help="folder of fake images")
+    s.add_argument("--out", default="roc-out")
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_roc)
 
     s = sub.add_parser("sample", help="draw samples from a generator bundle")
     s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from tqdm import tqdm
 
 from gan_inversion.data import ImageDataset, to_float, to_uint8
@@ -29,6 +28,7 @@ from gan_inversion.projector import w_spread
 from . import laundering
 from .classifier import ClassifierConfig, fit_classifier
 from .features import FeatureConfig, extract_features
+from .metrics import point_metrics
 from .scoring import DETECTOR_FORMAT, DETECTOR_VERSION
 
 FIT_FAKE_SEED = 2_000_000_011   # fitting fakes; evaluation uses benchmarks' 1_000_000_007: disjoint streams
@@ -151,40 +151,12 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     return spec
 
 
-# ---------------------------------------------------------------------- evaluation metrics
-
-def eer(y: np.ndarray, p: np.ndarray) -> float:
-    fpr, tpr, _ = roc_curve(y, p)
-    fnr = 1 - tpr
-    i = int(np.nanargmin(np.abs(fnr - fpr)))
-    return float((fpr[i] + fnr[i]) / 2)
-
-
-def tpr_at_fpr(y: np.ndarray, p: np.ndarray, fpr_target: float) -> float:
-    fpr, tpr, _ = roc_curve(y, p)
-    return float(np.interp(fpr_target, fpr, tpr))
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(p[m].mean() - y[m].mean())
-    return float(ece)
-
-
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
-    return {"n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
-            "auc": float(roc_auc_score(y, p)), "ap": float(average_precision_score(y, p)), "eer": eer(y, p),
-            "tpr_at_1pct_fpr": tpr_at_fpr(y, p, 0.01),
-            "accuracy_at_threshold": float(((p > threshold).astype(int) == y).mean()),
-            "fpr_at_threshold": float((p[y == 0] > threshold).mean()),
-            "tpr_at_threshold": float((p[y == 1] > threshold).mean()),
-            "ece": expected_calibration_error(y, p)}
+    """Held-out metrics of calibrated probabilities at the stored threshold (see detector/metrics.py)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
+    m = point_metrics(y, p, threshold, probabilities=True)
+    return {"n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()), **m,
+            "fpr_at_threshold": 1.0 - m["real_accuracy"], "tpr_at_threshold": m["fake_accuracy"]}
 
 
 EVAL_FAKE_SEED = 1_000_000_007  # never used by training (seed * 1_000_003 + step) nor by fitting

@@ -176,7 +176,7 @@ def test_binary_metrics():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
     m = binary_metrics(y, p, threshold=0.5)
-    assert m["auc"] == pytest.approx(15 / 16) and m["accuracy_at_threshold"] == 0.75
+    assert m["auc"] == pytest.approx(15 / 16) and m["accuracy"] == 0.75
     assert 0 <= m["eer"] <= 0.5 and 0 <= m["ece"] <= 1
 
 
