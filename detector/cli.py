@@ -25,6 +25,12 @@ PRESETS = {
                   channel_max=64),
         "D": dict(img_resolution=32, img_channels=1, channel_base=2048, channel_max=64),
     },
+    # A second, narrower StyleGAN2 the detector never sees (benchmarks/generators.py).
+    "fmnist32-narrow": {
+        "G": dict(z_dim=128, w_dim=128, img_resolution=32, img_channels=1, mapping_layers=8, channel_base=1024,
+                  channel_max=32),
+        "D": dict(img_resolution=32, img_channels=1, channel_base=1024, channel_max=32),
+    },
 }
 
 def pick_device(name: str) -> torch.device:

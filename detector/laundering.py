@@ -43,7 +43,14 @@ def resize(x: torch.Tensor, factor: float) -> torch.Tensor:
     return _from_pil(small.resize((w, h), Image.Resampling.BILINEAR), x.shape[0])
 
 
-LAUNDERINGS = {"jpeg": jpeg, "blur": blur, "resize": resize}
+def noise(x: torch.Tensor, sigma: float, *, seed: int = 0) -> torch.Tensor:
+    """Additive Gaussian noise of std `sigma` on the [0, 1] scale, re-quantised to 8 bits."""
+    g = torch.Generator().manual_seed(seed)
+    noisy = x + 2 * sigma * torch.randn(x.shape, generator=g)
+    return to_float(to_uint8(noisy))
+
+
+LAUNDERINGS = {"jpeg": jpeg, "blur": blur, "resize": resize, "noise": noise}
 
 
 def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
@@ -51,6 +58,8 @@ def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
     fn = LAUNDERINGS[kind]
     if x.ndim == 3:
         return fn(x, strength)
+    if kind == "noise":  # a different noise draw per image, reproducibly
+        return torch.stack([noise(img, strength, seed=i) for i, img in enumerate(x)])
     return torch.stack([fn(img, strength) for img in x])
 
 

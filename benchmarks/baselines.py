@@ -1,0 +1,109 @@
+"""Baseline detectors for the ROC suite, run in the same harness on the same images as resynth.
+
+1. `pixel_mse`: pixel-MSE inversion error alone (Albright & McCloskey 2019) — read off resynth's features.
+2. `perceptual`: training-free perceptual reconstruction distance, no classifier (the idea of AEROBLADE).
+3. `spectrum`: azimuthally averaged log power spectrum + logistic regression (Durall et al. 2020).
+4. `cnn`: a small supervised CNN on real vs the embedded generator's fakes with blur + JPEG augmentation
+   (Wang et al. 2020, CNNDetection-style).
+Scores: higher = more likely fake. The fitted baselines (3, 4) are trained on the same fitting data as
+resynth's classifier (train-split reals, fitting-seed fakes), never on evaluation images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from tqdm import tqdm
+
+from detector import laundering
+
+
+def radial_spectrum(images: torch.Tensor) -> np.ndarray:
+    """images [N, C, H, W] in [-1, 1] -> azimuthally averaged log power spectrum [N, H // 2 + 1]."""
+    x = images.mean(dim=1).double()  # gray
+    spec = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs().square()
+    H, W = x.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(H) - H // 2, torch.arange(W) - W // 2, indexing="ij")
+    r = (yy.square() + xx.square()).double().sqrt().round().long().clamp(max=H // 2)
+    flat = spec.flatten(1)
+    sums = torch.zeros(len(x), H // 2 + 1, dtype=torch.float64).index_add_(1, r.flatten(), flat)
+    counts = torch.bincount(r.flatten(), minlength=H // 2 + 1).double()
+    return torch.log(sums / counts + 1e-10).numpy()
+
+
+class SpectrumBaseline:
+    name = "spectrum"
+
+    def fit(self, real: torch.Tensor, fake: torch.Tensor) -> SpectrumBaseline:
+        X = np.concatenate([radial_spectrum(real), radial_spectrum(fake)])
+        y = np.r_[np.zeros(len(real)), np.ones(len(fake))]
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(X, y)
+        return self
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        return self.model.predict_proba(radial_spectrum(images))[:, 1]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, width: int = 32, img_channels: int = 1):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(img_channels, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * w, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(1)
+
+
+@dataclass
+class CNNBaseline:
+    epochs: int = 4
+    batch: int = 64
+    lr: float = 1e-3
+    augment_prob: float = 0.5
+    seed: int = 0
+    name: str = "cnn"
+
+    def fit(self, real: torch.Tensor, fake: torch.Tensor, progress: bool = True) -> CNNBaseline:
+        torch.manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed)
+        X = torch.cat([real, fake])
+        y = torch.cat([torch.zeros(len(real)), torch.ones(len(fake))])
+        self.net = SmallCNN(img_channels=X.shape[1])
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        steps = self.epochs * (len(X) // self.batch)
+        bar = tqdm(total=steps, disable=not progress, desc="cnn baseline")
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(X), generator=g)
+            for i in range(len(X) // self.batch):
+                idx = perm[i * self.batch:(i + 1) * self.batch]
+                xb, _ = laundering.random_launder(X[idx], prob=self.augment_prob, generator=g)  # blur/JPEG/resize
+                loss = F.binary_cross_entropy_with_logits(self.net.train()(xb), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.update(1)
+        bar.close()
+        self.net.eval().requires_grad_(False)
+        return self
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        return torch.cat([torch.sigmoid(self.net(images[i:i + 500])) for i in range(0, len(images), 500)]).numpy()
+
+
+def feature_baselines(X: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """The two inversion-error baselines, read off resynth's feature matrix."""
+    return {"pixel_mse": X[:, names.index("pix_mse")], "perceptual": X[:, names.index("perc_total")]}

@@ -1,0 +1,229 @@
+"""The project's ROC suite: resynth beside four baselines, per generator and per laundering.
+
+    python -m benchmarks.roc [--n 300] [--quick]
+
+Reals: the Fashion-MNIST test split (first n). Fakes (n each, 8-bit): the embedded StyleGAN2 at psi 1.0
+and 0.7 (seeds never used in fitting), and generators the detector never saw (benchmarks/generators.py:
+DCGAN, VAE, a narrower StyleGAN2 with another seed). Launderings, applied to reals and fakes alike (same
+size and format for both): JPEG 95/75/50, down-up resize x0.5, Gaussian blur sigma 1, Gaussian noise
+sigma 0.02. Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs; the speed/accuracy
+frontier of the inversion settings and the arithmetic cost floor of the default. Writes
+results/roc.json, results/roc_*.png and the 'roc' sections of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from detector import laundering
+from detector.cli import DEFAULT_DATA, DEFAULT_DETECTOR
+from detector.features import extract_features
+from detector.fit import EVAL_FAKE_SEED, FIT_FAKE_SEED, FeatureCache, features_for, quantize
+from detector.metrics import metrics_with_ci, plot_roc
+from detector.scoring import Detector
+from gan_inversion.data import load_fashion_mnist, to_float
+from gan_inversion.encoder import generator_fingerprint
+from gan_inversion.metrics import generate
+
+from . import generators
+from .baselines import CNNBaseline, SpectrumBaseline, feature_baselines
+from .common import RESULTS_DIR, write_section
+
+CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
+              "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02)}
+METHODS = ("resynth", "pixel_mse", "perceptual", "spectrum", "cnn")
+PROBABILISTIC = {"resynth", "spectrum", "cnn"}
+
+
+def fake_sets(det: Detector, n: int, names: list[str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in names:
+        if name == "stylegan2 psi=1.0":
+            out[name] = quantize(generate(det.G, n, seed=EVAL_FAKE_SEED))
+        elif name == "stylegan2 psi=0.7":
+            out[name] = quantize(generate(det.G, n, seed=EVAL_FAKE_SEED + 1, psi=0.7))
+        else:
+            out[name] = quantize(generators.sample(name, n, seed=EVAL_FAKE_SEED))
+    return out
+
+
+def fit_baselines(det: Detector, n_fit: int, *, quick: bool) -> dict:
+    """Spectrum and CNN baselines on the detector's kind of fitting data (train reals vs fitting-seed fakes)."""
+    train = load_fashion_mnist(DEFAULT_DATA, split="train")
+    g = torch.Generator().manual_seed(0)
+    real = to_float(train.get_batch(torch.randperm(len(train), generator=g)[:n_fit]))
+    fake = quantize(generate(det.G, n_fit, seed=FIT_FAKE_SEED + 100))
+    real_l, _ = laundering.random_launder(real, prob=0.5, generator=g)
+    fake_l, _ = laundering.random_launder(fake, prob=0.5, generator=g)
+    return {"spectrum": SpectrumBaseline().fit(real_l, fake_l),
+            "cnn": CNNBaseline(epochs=1 if quick else 4).fit(real, fake)}
+
+
+def frontier(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, quick: bool) -> list[dict]:
+    """Raw perceptual-distance AUC and ms/image of encoder-only, hybrid K and optimisation-only N (clean)."""
+    from sklearn.metrics import roc_auc_score
+
+    from gan_inversion.encoder import InvertConfig, invert
+    from gan_inversion.projector import ProjectConfig
+
+    settings = [("encoder only", True, 0), ("hybrid K=5", True, 5), ("hybrid K=10", True, 10),
+                ("hybrid K=25", True, 25), ("hybrid K=50", True, 50), ("optimisation N=100", False, 100),
+                ("optimisation N=300", False, 300)]
+    if quick:
+        settings = settings[:3]
+    space = det.feature_cfg.space
+    rows = []
+    for label, enc, steps in settings:
+        pcfg = (ProjectConfig(space=space, initial_lr=det.feature_cfg.initial_lr, initial_noise_factor=0.0,
+                              lr_rampup_length=0.0) if enc else ProjectConfig(space=space))
+        cfg = InvertConfig(refine_steps=steps, project=pcfg)
+        d, t = [], 0.0
+        for x in (reals, fakes):
+            for i in range(0, len(x), 50):
+                t0 = time.perf_counter()
+                res, _ = invert(det.G, x[i:i + 50], encoder=det.encoder if enc else None,
+                                perceptual=det.perceptual, cfg=cfg, w_std=det.w_std)
+                t += time.perf_counter() - t0
+                d.append(det.perceptual(res.images, x[i:i + 50]))
+        d = torch.cat(d).numpy()
+        y = np.r_[np.zeros(len(reals)), np.ones(len(fakes))]
+        rows.append({"setting": label, "n_per_class": len(reals), "ms_per_image": 1000 * t / len(d),
+                     "auc_perceptual": float(roc_auc_score(y, -d))})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def cost_floor(det: Detector) -> dict:
+    """FLOPs of one default feature extraction (counted) / this machine's measured matmul rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = quantize(generate(det.G, 1, seed=5))
+    with FlopCounterMode(display=False) as fc:
+        extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg, w_std=det.w_std)
+    flops = fc.get_total_flops()
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    rate = 10 * 2 * 1024**3 / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg, w_std=det.w_std)
+    measured = time.perf_counter() - t0
+    return {"flops_per_image": flops, "matmul_flops_per_s": rate, "floor_ms": 1000 * flops / rate,
+            "measured_ms_batch1": 1000 * measured, "torch_threads": torch.get_num_threads()}
+
+
+def fmt_ci(m: dict, k: str) -> str:
+    return f"{m[k]:.3f} [{m[k + '_ci'][0]:.3f}, {m[k + '_ci'][1]:.3f}]" if k in m else "—"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    ap.add_argument("--n", type=int, default=300, help="images per real/fake set")
+    ap.add_argument("--n-fit", type=int, default=2000, help="fitting images per class for the fitted baselines")
+    ap.add_argument("--n-frontier", type=int, default=100)
+    ap.add_argument("--boot", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="a few images, two conditions (smoke run; no RESULTS.md)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.n_fit, args.n_frontier, args.boot = 40, 200, 20, 20
+    t_start = time.time()
+    torch.manual_seed(0)
+    det = Detector.load(args.detector)
+    conditions = dict(list(CONDITIONS.items())[:2]) if args.quick else CONDITIONS
+    names = ["stylegan2 psi=1.0", "stylegan2 psi=0.7", "dcgan", "vae", "stylegan2-narrow"]
+    test = load_fashion_mnist(DEFAULT_DATA, split="test")
+    reals = to_float(test.images[: args.n])
+    fakes = fake_sets(det, args.n, names)
+    baselines = fit_baselines(det, args.n_fit, quick=args.quick)
+    cache = FeatureCache(RESULTS_DIR.parent.parent / ".cache" / "features",
+                         {"features": det.feature_cfg.to_dict(), "G": generator_fingerprint(det.G),
+                          "model_id": det.model_id, "perceptual": det.perceptual.backend_id})
+    kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
+              batch=50, cache=cache, w_std=det.w_std)
+
+    def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
+        X, fnames = features_for(images, desc=desc, **kw)
+        out = {"resynth": det.classifier.predict_proba(X), **feature_baselines(X, fnames)}
+        out.update({k: b.score(images) for k, b in baselines.items()})
+        return out
+
+    results, curves = {}, {}
+    for cname, cond in conditions.items():
+        launder = (lambda x: x) if cond is None else (lambda x, c=cond: laundering.apply(x, *c))  # noqa: E731
+        s_real = scores(launder(reals), f"{cname} real")
+        results[cname] = {}
+        for gname, f in fakes.items():
+            s_fake = scores(launder(f), f"{cname} {gname}")
+            y = np.r_[np.zeros(len(reals)), np.ones(len(f))].astype(int)
+            results[cname][gname] = {}
+            for m in METHODS:
+                s = np.r_[s_real[m], s_fake[m]]
+                thr = det.classifier.threshold if m == "resynth" else (0.5 if m in PROBABILISTIC else None)
+                results[cname][gname][m] = metrics_with_ci(y, s, thr, probabilities=m in PROBABILISTIC,
+                                                           n_boot=args.boot)
+                curves[(cname, gname, m)] = (y, s)
+            print(cname, gname, {m: round(results[cname][gname][m]["auc"], 4) for m in METHODS}, flush=True)
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    tag = "_quick" if args.quick else ""
+    for gname in names:  # per generator, clean
+        slug = gname.replace(" ", "_").replace("=", "")
+        plot_roc({m: curves[("clean", gname, m)] for m in METHODS}, RESULTS_DIR / f"roc{tag}_gen_{slug}.png",
+                 title=f"clean, {gname}")
+    for cname in conditions:  # per laundering, embedded generator
+        plot_roc({m: curves[(cname, names[0], m)] for m in METHODS}, RESULTS_DIR / f"roc{tag}_cond_{cname}.png",
+                 title=f"{cname}, {names[0]}")
+    front = frontier(det, reals[: args.n_frontier], fakes[names[0]][: args.n_frontier], quick=args.quick)
+    floor = cost_floor(det)
+    meta = {"model_id": det.model_id, "n_per_set": args.n, "n_fit_baselines": args.n_fit, "boot": args.boot,
+            "threshold": det.classifier.threshold, "machine": platform.machine(), "cpus": torch.get_num_threads(),
+            "wall_s": time.time() - t_start, "quick": args.quick}
+    (RESULTS_DIR / f"roc{tag}.json").write_text(json.dumps({"meta": meta, "results": results, "frontier": front,
+                                                            "cost_floor": floor}, indent=1))
+    if not args.quick:
+        write_section("roc", render(meta, results, front, floor, conditions, names))
+    print(f"done in {meta['wall_s']:.0f} s")
+    return 0
+
+
+def render(meta, results, front, floor, conditions, names) -> str:
+    lines = ["## ROC suite (`python -m benchmarks.roc`)", "",
+             f"Model `{meta['model_id']}`; {meta['n_per_set']} test-split reals and {meta['n_per_set']} fakes per "
+             f"generator; bootstrap 95% intervals ({meta['boot']} resamples); accuracy at the stored threshold "
+             f"({meta['threshold']:.4f}) for resynth, at 0.5 for the probabilistic baselines, none for raw distances. "
+             f"Run time {meta['wall_s'] / 60:.0f} min on {meta['cpus']} threads ({meta['machine']}). ROC curves: "
+             "`benchmarks/results/roc_gen_*.png` (per generator, clean) and `roc_cond_*.png` (per laundering).", ""]
+    for cname in conditions:
+        lines += [f"### {cname}", "",
+                  "| generator | method | AUC | AP | EER | TPR@1%FPR | TPR@5%FPR | acc | real acc | fake acc | ECE |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for gname in names:
+            for m in METHODS:
+                r = results[cname][gname][m]
+                lines.append(f"| {gname} | {m} | {fmt_ci(r, 'auc')} | {fmt_ci(r, 'ap')} | {fmt_ci(r, 'eer')} | "
+                             f"{fmt_ci(r, 'tpr_at_1pct_fpr')} | {fmt_ci(r, 'tpr_at_5pct_fpr')} | "
+                             f"{fmt_ci(r, 'accuracy')} | {fmt_ci(r, 'real_accuracy')} | {fmt_ci(r, 'fake_accuracy')} | "
+                             f"{fmt_ci(r, 'ece')} |")
+        lines.append("")
+    lines += ["### Speed/accuracy frontier (clean, embedded generator; raw perceptual distance)", "",
+              "| setting | n/class | ms/image | AUC |", "|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['n_per_class']} | {r['ms_per_image']:.0f} | {r['auc_perceptual']:.3f} |"
+              for r in front]
+    lines += ["", f"Cost floor of the default setting: {floor['flops_per_image'] / 1e9:.2f} GFLOP per image (counted "
+              f"with torch's FlopCounterMode) / {floor['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s measured 1024² "
+              f"matmul rate = {floor['floor_ms']:.0f} ms, against {floor['measured_ms_batch1']:.0f} ms measured "
+              f"(batch 1, {floor['torch_threads']} threads)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
