@@ -113,10 +113,13 @@ class EncoderTrainConfig:
 
 def _save_encoder(path: Path, E: Encoder, *, G_fp: str, backend: str, cfg: EncoderTrainConfig, step: int,
                   opt: torch.optim.Optimizer | None, elapsed_s: float, metrics: dict) -> None:
-    obj = {"format": ENCODER_FORMAT, "arch": dict(E.init_kwargs), "state_dict": E.state_dict(),
+    finished = step >= cfg.steps
+    # A finished encoder is stored slim (fp16, no optimizer state); a run extended later restarts Adam.
+    sd = {k: v.half() if finished and v.is_floating_point() else v for k, v in E.state_dict().items()}
+    obj = {"format": ENCODER_FORMAT, "arch": dict(E.init_kwargs), "state_dict": sd,
            "generator_fingerprint": G_fp, "perceptual": backend, "config": dataclasses.asdict(cfg),
            "step": step, "elapsed_s": elapsed_s, "metrics": dict(metrics)}
-    if opt is not None:
+    if opt is not None and not finished:
         obj["opt"] = opt.state_dict()
     atomic_save(obj, path)
 
@@ -131,7 +134,8 @@ def load_encoder(path: str | Path, *, G: Generator | None = None, device="cpu") 
                           f"(fingerprint {obj['generator_fingerprint'][:12]}…)")
     E = Encoder(**obj["arch"])
     try:
-        E.load_state_dict(obj["state_dict"], strict=True)
+        E.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()},
+                          strict=True)
     except RuntimeError as exc:
         raise BundleError(f"{path}: encoder weights do not match its architecture: {exc}") from exc
     info = {k: obj[k] for k in ("generator_fingerprint", "perceptual", "config", "step", "elapsed_s", "metrics")}
@@ -162,9 +166,11 @@ def train_encoder(
         obj = read_checkpoint(path)
         if obj.get("generator_fingerprint") != G_fp:
             raise BundleError(f"{path}: existing encoder was trained for another generator; use a new path")
-        if obj.get("config") != dataclasses.asdict(cfg) or obj.get("perceptual") != perceptual.backend_id:
+        same = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
+        if {k: v for k, v in (obj.get("config") or {}).items() if k != "steps"} != same \
+                or obj.get("perceptual") != perceptual.backend_id:
             raise BundleError(f"{path}: existing encoder used another config or perceptual backend; use a new path")
-        E.load_state_dict(obj["state_dict"])
+        E.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()})
         if "opt" in obj:
             opt.load_state_dict(obj["opt"])
         step, elapsed0 = obj["step"], obj.get("elapsed_s", 0.0)
