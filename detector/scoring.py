@@ -100,6 +100,10 @@ class Detector:
         self._lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
         self._hi = np.asarray(dom.get("feature_hi", []), dtype=np.float64)
         self._colour_limit = float(dom.get("colour_limit", 8.0))
+        # Perceptual heatmaps share one colour scale (comparable across images): twice the largest mean
+        # perceptual distance seen in fitting.
+        names = spec["classifier"]["feature_names"]
+        self._perc_vmax = 2.0 * float(self._hi[names.index("perc_total")]) if len(self._hi) else None
         self.w_std = w_spread(self.G)
 
     # ------------------------------------------------------------------ loading
@@ -201,7 +205,7 @@ class Detector:
             if explain:
                 r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[i]),
                               "pixel_heatmap": heatmap_png(fb.pixel_map[i], vmax=1.0),
-                              "perceptual_heatmap": heatmap_png(fb.perceptual_map[i])}
+                              "perceptual_heatmap": heatmap_png(fb.perceptual_map[i], vmax=self._perc_vmax)}
             results.append(r)
         return results
 
