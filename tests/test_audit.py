@@ -132,3 +132,12 @@ def test_kill_and_resume(tiny_detector, tmp_path):
         paths = list(s.scalars(select(FileRow.path)))
         states = set(s.scalars(select(FileRow.state)))
     assert len(paths) == n and len(set(paths)) == n and states == {"scored"}
+
+
+def test_crop_faces_without_faces_is_skipped_with_reason(tiny_detector, tmp_path):
+    root = tmp_path / "nofaces"
+    _img(root / "garment.png", 5, size=64)
+    engine = open_db(tmp_path / "f.sqlite")
+    aid = run_audit(engine, root, detector=tiny_detector[1], cfg=AuditConfig(crop_faces=True), progress=False)
+    (row,) = audit_rows(engine, aid)[1]
+    assert row["state"] == "skipped" and row["reason"] == "no face found"
