@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 from sqlalchemy import (
     Float,
     ForeignKey,
@@ -39,6 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tqdm import tqdm
+
+from .imageio import ImageDecodeError, decode
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -196,17 +200,11 @@ _WORKER_DETECTOR = None
 
 def _worker_init(loader: Callable[[], object]) -> None:
     global _WORKER_DETECTOR
-    import torch
-
     torch.set_num_threads(1)
     _WORKER_DETECTOR = loader()
 
 
 def _face_crops(data: bytes, source: str) -> list[bytes]:
-    import cv2
-
-    from .imageio import decode
-
     img, _, _ = decode(data, source)
     rgb = np.asarray(img.convert("RGB"))
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -223,8 +221,6 @@ def _face_crops(data: bytes, source: str) -> list[bytes]:
 
 
 def _video_frames(path: Path, fps_target: float, max_frames: int) -> tuple[list[bytes], list[float]]:
-    import cv2
-
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError("cannot open video (corrupt or unsupported codec)")
@@ -254,8 +250,6 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
 
     Returns one dict per content hash: {'hash', 'ok': True, result fields} or {'hash', 'ok': False, 'reason'}.
     """
-    from .imageio import ImageDecodeError
-
     det = detector if detector is not None else _WORKER_DETECTOR
     out = []
     if task["kind"] == "video":
@@ -268,8 +262,6 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
         results = []
         for i in range(0, len(preps), cfg.batch):
             chunk = preps[i:i + cfg.batch]
-            import torch
-
             results += det.score_tensors(torch.stack([p.tensor for p in chunk]), preps=chunk, explain=False)
         p = np.asarray([r.p_fake for r in results])
         worst = int(p.argmax())
@@ -282,6 +274,7 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
                                 "warnings": sorted({w for r in results for w in r.warnings})},
                     "thumbnail": best.evidence["input"], "heatmap": best.evidence["perceptual_heatmap"]})
         return out
+    preps, owners, order = [], [], []  # images of the whole task are scored as one batch
     for h, path in task["items"]:
         try:
             data = Path(path).read_bytes()
@@ -289,7 +282,7 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
             if not inputs:
                 out.append({"hash": h, "ok": False, "reason": "no face found"})
                 continue
-            results = det.score_batch(inputs, explain=True, sources=[str(path)] * len(inputs))
+            mine = [det.prepare(x, source=str(path)) for x in inputs]
         except ImageDecodeError as exc:
             reason = {"too_large": "too large", "unsupported": "unsupported or not an image"}.get(exc.kind, "corrupt")
             out.append({"hash": h, "ok": False, "reason": f"{reason}: {exc.reason}"})
@@ -297,10 +290,19 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
         except OSError as exc:
             out.append({"hash": h, "ok": False, "reason": f"unreadable: {exc.strerror or exc}"})
             continue
-        worst = max(results, key=lambda r: r.p_fake)
+        preps += mine
+        owners += [h] * len(mine)
+        order.append(h)
+    if not preps:
+        return out
+    results = det.score_tensors(torch.stack([p.tensor for p in preps]), preps=preps,
+                                sources=[p.source for p in preps], explain=True)
+    for h in order:
+        mine = [r for r, o in zip(results, owners, strict=True) if o == h]
+        worst = max(mine, key=lambda r: r.p_fake)
         summary = {"warnings": worst.warnings}
         if cfg.crop_faces:
-            summary["faces"] = [r.p_fake for r in results]
+            summary["faces"] = [r.p_fake for r in mine]
         out.append({"hash": h, "ok": True, "kind": "image", "p_fake": worst.p_fake, "verdict": worst.verdict,
                     "summary": summary, "thumbnail": worst.evidence["input"],
                     "heatmap": worst.evidence["perceptual_heatmap"]})
