@@ -67,6 +67,13 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(batch_size=args.batch, total_kimg=args.kimg, r1_gamma=args.gamma, pl_weight=args.pl_weight,
                       checkpoint_kimg=args.checkpoint_kimg, seed=args.seed)
     device = pick_device(args.device)
+    ckpt = Path(args.run) / "checkpoint.pt"
+    if args.resume_from and not ckpt.exists():
+        import shutil
+
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.resume_from, ckpt)
+        print(f"resuming from {args.resume_from}")
     print(f"training on {dataset.name} ({len(dataset)} images) on {device}; run folder {args.run}")
     ckpt = train(args.run, dataset, G_kwargs=G_kwargs, D_kwargs=D_kwargs, cfg=cfg, device=device,
                  max_steps=args.max_steps)
@@ -327,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-kimg", type=float, default=10.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    s.add_argument("--resume-from", help="a training checkpoint to continue from when the run folder has none")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)
 

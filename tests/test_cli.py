@@ -50,3 +50,22 @@ def test_convert_and_export(tmp_path, capsys):
     assert b.D is not None and b.meta["source"] == "rosinality/stylegan2-pytorch"
     assert main(["convert", str(tmp_path / "half.pt"), str(tmp_path / "again.pt")]) == 2  # not rosinality
     assert "no 'g_ema'" in capsys.readouterr().err
+
+
+def test_train_resume_from_a_copied_checkpoint(tmp_path, monkeypatch):
+    """`--resume-from` seeds an empty run folder from a checkpoint kept elsewhere (e.g. committed)."""
+    import detector.cli as cli
+    from gan_inversion.data import ImageDataset
+
+    images = torch.randint(0, 256, (16, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    monkeypatch.setattr("gan_inversion.data.load_fashion_mnist",
+                        lambda *a, **k: ImageDataset(images=images, name="toy"))
+    monkeypatch.setitem(cli.PRESETS, "tiny", {"G": dict(z_dim=8, w_dim=8, img_resolution=16, img_channels=1,
+                                                        mapping_layers=2, channel_base=64, channel_max=8),
+                                              "D": dict(img_resolution=16, img_channels=1, channel_base=64,
+                                                        channel_max=8)})
+    args = ["train", "--preset", "tiny", "--batch", "4", "--kimg", "0.016", "--device", "cpu"]
+    assert main([*args, "--run", str(tmp_path / "a"), "--max-steps", "2"]) == 0
+    assert main([*args, "--run", str(tmp_path / "b"), "--resume-from", str(tmp_path / "a" / "checkpoint.pt")]) == 0
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert b["train_state"]["step"] == 4
