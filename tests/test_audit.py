@@ -141,3 +141,20 @@ def test_crop_faces_without_faces_is_skipped_with_reason(tiny_detector, tmp_path
     aid = run_audit(engine, root, detector=tiny_detector[1], cfg=AuditConfig(crop_faces=True), progress=False)
     (row,) = audit_rows(engine, aid)[1]
     assert row["state"] == "skipped" and row["reason"] == "no face found"
+
+
+def test_cli_audit_and_report_only(tiny_detector, tmp_path, capsys):
+    from detector.cli import main
+
+    folder, _ = tiny_detector
+    root = tmp_path / "m"
+    _img(root / "x.png", 7)
+    (root / "y.txt").write_text("no")
+    db = str(tmp_path / "cli.sqlite")
+    base = [str(root), "--db", db, "--detector", str(folder / "det.json"), "--device", "cpu"]
+    assert main(["audit", *base, "--out", str(tmp_path / "r.html")]) == 0
+    progress = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert progress["status"] == "done" and progress["scored"] == 1 and progress["skipped"] == 1
+    assert main(["audit", *base, "--report-only", "--out", str(tmp_path / "r.csv")]) == 0
+    assert "x.png" in (tmp_path / "r.csv").read_text()
+    assert main(["audit", str(tmp_path / "nowhere"), "--db", db, "--detector", str(folder / "det.json")]) == 2
