@@ -2,7 +2,7 @@
 
 The detector is loaded once in the lifespan and injected with `Depends(get_detector)`; scoring runs in a
 worker thread with a bounded number in flight (503 + Retry-After beyond it). Domain errors are mapped to
-HTTP errors in one place (`install_error_handlers`), always as `{"code": ..., "message": ...}`.
+HTTP errors in one place (`errors.install_error_handlers`), always as `{"code": ..., "message": ...}`.
 """
 
 from __future__ import annotations
@@ -16,20 +16,17 @@ from pathlib import Path
 import anyio
 import torch
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from detector.imageio import ImageDecodeError
 from detector.scoring import Detector
 
 from .audits import AuditManager
 from .audits import router as audits_router
-from .errors import ApiError, error_responses
+from .errors import ApiError, error_responses, install_error_handlers
 from .settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -45,38 +42,6 @@ class DetectResponse(BaseModel):
     timings_ms: dict[str, float]
     warnings: list[str]
     evidence: dict[str, str] | None = None  # base64 PNGs with ?explain=true
-
-
-DECODE_STATUS = {"too_large": (413, "image_too_large"), "unsupported": (415, "unsupported_media_type"),
-                 "empty": (422, "empty_body"), "corrupt": (422, "corrupt_image"), "unreadable": (422, "corrupt_image")}
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    def body(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
-
-    @app.exception_handler(ApiError)
-    async def _api(_, exc: ApiError):
-        return body(exc.status, exc.code, exc.message, exc.headers)
-
-    @app.exception_handler(ImageDecodeError)
-    async def _decode(_, exc: ImageDecodeError):
-        status, code = DECODE_STATUS.get(exc.kind, (422, "corrupt_image"))
-        return body(status, code, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_, exc: RequestValidationError):
-        return body(422, "invalid_request", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                                     for e in exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return body(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _internal(_, exc: Exception):
-        return body(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
 class Metrics:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from detector.imageio import ImageDecodeError
 
 
 class ApiError(Exception):
@@ -21,3 +27,35 @@ def error_responses(*codes: int) -> dict:
             404: "Not found", 413: "Body or image too large", 415: "Not an image / unsupported type",
             422: "Empty, corrupt or truncated image, or an invalid request", 503: "Overloaded or model not loaded"}
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
+
+
+DECODE_STATUS = {"too_large": (413, "image_too_large"), "unsupported": (415, "unsupported_media_type"),
+                 "empty": (422, "empty_body"), "corrupt": (422, "corrupt_image"), "unreadable": (422, "corrupt_image")}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    def body(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def _api(_, exc: ApiError):
+        return body(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(ImageDecodeError)
+    async def _decode(_, exc: ImageDecodeError):
+        status, code = DECODE_STATUS.get(exc.kind, (422, "corrupt_image"))
+        return body(status, code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_, exc: RequestValidationError):
+        return body(422, "invalid_request", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                     for e in exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return body(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(_, exc: Exception):
+        return body(500, "internal_error", f"{type(exc).__name__}: {exc}")
