@@ -224,7 +224,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_eval_detector(args) -> int:
-    from detector.fit import evaluate_detector
+    from detector.fit import evaluate_detector, write_spec
     from detector.scoring import Detector
     from gan_inversion.data import load_fashion_mnist
 
@@ -235,12 +235,9 @@ def cmd_eval_detector(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.store:
-        path = Path(args.detector)
-        spec = json.loads(path.read_text())
+        spec = json.loads(Path(args.detector).read_text())
         spec["metrics"] = result
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(spec, indent=1))
-        os.replace(tmp, path)
+        write_spec(args.detector, spec)
     return 0
 
 

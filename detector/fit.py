@@ -144,11 +144,17 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                               "fake": sum(w != "clean" for w in fake_what)}},
         "metrics": {},
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(spec, indent=1))
-    os.replace(tmp, out_path)
+    write_spec(out_path, spec)
     return spec
+
+
+def write_spec(path: str | Path, spec: dict) -> None:
+    """Write a detector file atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(spec, indent=1))
+    os.replace(tmp, path)
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
