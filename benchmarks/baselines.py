@@ -105,5 +105,6 @@ class CNNBaseline:
 
 
 def feature_baselines(X: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """The two inversion-error baselines, read off resynth's feature matrix."""
-    return {"pixel_mse": X[:, names.index("pix_mse")], "perceptual": X[:, names.index("perc_total")]}
+    """The two inversion-error baselines, read off resynth's feature matrix. A generator reproduces its own
+    images better, so the fake score is the *negated* reconstruction error."""
+    return {"pixel_mse": -X[:, names.index("pix_mse")], "perceptual": -X[:, names.index("perc_total")]}

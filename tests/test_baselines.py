@@ -34,7 +34,7 @@ def test_spectrum_and_cnn_baselines_learn_a_separable_task():
 def test_feature_baselines_pick_columns():
     X = np.arange(12, dtype=float).reshape(3, 4)
     out = feature_baselines(X, ["a", "pix_mse", "b", "perc_total"])
-    assert list(out["pixel_mse"]) == [1, 5, 9] and list(out["perceptual"]) == [3, 7, 11]
+    assert list(out["pixel_mse"]) == [-1, -5, -9] and list(out["perceptual"]) == [-3, -7, -11]
 
 
 def test_benchmark_generator_shapes():
