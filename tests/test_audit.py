@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -99,6 +100,18 @@ def test_workers(media, tiny_detector, tmp_path):
     assert rows["a.png"]["state"] == "scored" and rows["clip.avi"]["state"] == "scored"
 
 
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM files").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        con.close()
+
+
 def test_kill_and_resume(tiny_detector, tmp_path):
     folder, _ = tiny_detector
     root = tmp_path / "many"
@@ -109,22 +122,20 @@ def test_kill_and_resume(tiny_detector, tmp_path):
     cmd = [sys.executable, "-m", "api.cli", "audit", str(root), "--db", str(db), "--batch", "1",
            "--detector", str(folder / "det.json"), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "audit.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
     recorded = 0
     try:
         while proc.poll() is None:
-            if db.exists():
-                engine = open_db(db)
-                with Session(engine) as s:
-                    recorded = s.scalar(select(func.count()).select_from(FileRow))
-                engine.dispose()
-                if recorded >= 3:
-                    break
+            recorded = _rows(db)  # read-only: never races the audit's own table creation
+            if recorded >= 3:
+                break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
-    assert 3 <= recorded < n, "the audit must be killed part-way"
+        log.close()
+    assert 3 <= recorded < n, f"the audit must be killed part-way: {(tmp_path / 'audit.log').read_text()[-2000:]}"
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     engine = open_db(db)
