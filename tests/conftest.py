@@ -33,6 +33,14 @@ def G():
     return make_G()
 
 
+@pytest.fixture(scope="session")
+def perc():
+    """Random-weight MobileNetV2 perceptual distance (tests only), 32px input."""
+    from gan_inversion.perceptual import build_perceptual
+
+    return build_perceptual("mobilenet_v2", pretrained=False, input_size=32)
+
+
 @pytest.fixture
 def D():
     return make_D()

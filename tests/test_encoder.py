@@ -12,15 +12,9 @@ from gan_inversion.encoder import (
     load_encoder,
     train_encoder,
 )
-from gan_inversion.perceptual import build_perceptual
 from gan_inversion.projector import ProjectConfig
 
 from .conftest import make_G
-
-
-@pytest.fixture(scope="module")
-def perc():
-    return build_perceptual("mobilenet_v2", pretrained=False, input_size=32)
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,9 @@
 import pytest
 import torch
 
-from gan_inversion.perceptual import build_perceptual
 from gan_inversion.projector import ProjectConfig, noise_regularization, project
 
 from .conftest import make_G
-
-
-@pytest.fixture(scope="module")
-def perc():
-    return build_perceptual("mobilenet_v2", pretrained=False, input_size=32)
 
 
 @pytest.fixture(scope="module")
