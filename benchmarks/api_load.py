@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from detector.cli import DEFAULT_DATA
+from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import load_fashion_mnist, to_uint8
 
@@ -49,7 +50,7 @@ def sample_pngs(n: int, bundle_path: str) -> list[bytes]:
 
     test = load_fashion_mnist(DEFAULT_DATA, split="test")
     bundle = load_bundle(bundle_path)
-    fakes = to_uint8(generate(bundle.G_ema, n - n // 2, seed=1_000_000_007))
+    fakes = to_uint8(generate(bundle.G_ema, n - n // 2, seed=EVAL_FAKE_SEED))
     out = []
     for i in range(n // 2):
         arr = test.images[i, 0, 2:30, 2:30].numpy()  # the original 28x28 photo

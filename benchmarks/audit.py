@@ -23,6 +23,7 @@ from PIL import Image
 
 from detector.audit import AuditConfig, open_db, run_audit
 from detector.cli import DEFAULT_DATA, DEFAULT_DETECTOR
+from detector.fit import EVAL_FAKE_SEED
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_uint8
 from gan_inversion.metrics import generate
@@ -40,7 +41,7 @@ def build_folder(det: Detector, n: int, n_videos: int) -> tuple[Path, Path]:
     test = load_fashion_mnist(DEFAULT_DATA, split="test")
     for i in range(n // 2):
         Image.fromarray(test.images[i, 0, 2:30, 2:30].numpy()).save(images / f"real_{i:05d}.png")
-    fakes = to_uint8(generate(det.G, n - n // 2, seed=1_000_000_007))
+    fakes = to_uint8(generate(det.G, n - n // 2, seed=EVAL_FAKE_SEED))
     for i, f in enumerate(fakes):
         Image.fromarray(f[0].numpy()).save(images / f"fake_{i:05d}.png")
     for v in range(n_videos):

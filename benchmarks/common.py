@@ -7,21 +7,19 @@ from pathlib import Path
 
 import torch
 
+from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.metrics import generate
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# Benchmark generator seeds: the training loop draws from torch generators seeded with
-# seed * 1_000_003 + step (step < 10^6 here), so seeds from 10^9 on were never used in training.
-FRESH_SEED = 1_000_000_007
 
 
 def eval_images(data_root, G, n_real: int, n_fake: int, *, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """First n_real test-split photos and n_fake fresh G samples, float [-1, 1]."""
     test = load_fashion_mnist(data_root, split="test", canvas=G.img_resolution)
     reals = to_float(test.images[:n_real])
-    fakes = generate(G, n_fake, seed=FRESH_SEED, device=device)
+    fakes = generate(G, n_fake, seed=EVAL_FAKE_SEED, device=device)
     return reals, fakes
 
 

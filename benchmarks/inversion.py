@@ -19,6 +19,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from detector.cli import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT
+from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import save_grid
 from gan_inversion.encoder import InvertConfig, invert, load_encoder
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
             "",
             f"Bundle `{args.bundle}` ({meta['kimg']} kimg), encoder after {meta['encoder_steps']} steps, perceptual "
             f"`{meta['perceptual']}`; reals = first test-split photos, fakes = fresh G_ema samples (seed "
-            f"{'1e9+7'}); batch {args.batch}, {meta['torch_threads']} torch thread(s) on {meta['machine']}. "
+            f"{EVAL_FAKE_SEED}); batch {args.batch}, {meta['torch_threads']} torch thread(s) on {meta['machine']}. "
             "AUC: raw perceptual distance as the fake score (1.0 = perfect separation).",
             "",
             "| space | setting | n/class | MSE real | MSE fake | perc. real | perc. fake | AUC | ms/image |",

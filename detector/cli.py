@@ -194,7 +194,7 @@ def cmd_fit(args) -> int:
     from gan_inversion.checkpoints import load_bundle
     from gan_inversion.data import load_fashion_mnist
     from gan_inversion.encoder import load_encoder
-    from gan_inversion.perceptual import parse_backend_id
+    from gan_inversion.perceptual import build_perceptual, parse_backend_id
 
     device = pick_device(args.device)
     bundle = load_bundle(args.bundle, device=device, require_D=True)
@@ -203,8 +203,6 @@ def cmd_fit(args) -> int:
     if args.encoder != "none":
         encoder, e_info = load_encoder(args.encoder, G=bundle.G_ema, device=device)
     backend = args.perceptual or (e_info["perceptual"] if e_info else "mobilenet_v2@64")
-    from gan_inversion.perceptual import build_perceptual
-
     name, size = parse_backend_id(backend)
     perc = build_perceptual(name, input_size=size).to(device)
     reals = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)

@@ -31,7 +31,7 @@ from .features import FeatureConfig, extract_features
 from .metrics import point_metrics
 from .scoring import DETECTOR_FORMAT, DETECTOR_VERSION
 
-FIT_FAKE_SEED = 2_000_000_011   # fitting fakes; evaluation uses benchmarks' 1_000_000_007: disjoint streams
+FIT_FAKE_SEED = 2_000_000_011   # fitting fakes; evaluation uses EVAL_FAKE_SEED: disjoint streams
 
 
 @dataclass(frozen=True)
