@@ -18,7 +18,7 @@ import time
 import torch
 from sklearn.metrics import roc_auc_score
 
-from detector.cli import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT
+from detector.cli import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT, pick_device
 from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import save_grid
@@ -42,6 +42,11 @@ def settings(n: int, quick: bool) -> list[dict]:
     return out
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, n: int, batch: int, w_std: float):
     cfg = InvertConfig(refine_steps=steps, project=ProjectConfig(space=space) if not enc else
                        ProjectConfig(space=space, initial_lr=0.05, initial_noise_factor=0.0, lr_rampup_length=0.0))
@@ -51,15 +56,17 @@ def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, 
         mse, pd, recon = [], [], []
         for i in range(0, len(imgs), batch):
             x = imgs[i:i + batch]
+            _sync(x.device)
             t0 = time.perf_counter()
             res, _ = invert(G, x, encoder=E if enc else None, perceptual=perc, cfg=cfg, w_std=w_std)
+            _sync(x.device)
             t_total += time.perf_counter() - t0
             count += len(x)
             with torch.no_grad():
                 mse.append((res.images - x).square().mean(dim=[1, 2, 3]))
                 pd.append(perc(res.images, x))
-            recon.append(res.images[:8] if i == 0 else res.images[:0])
-        rows[name] = {"mse": torch.cat(mse), "perceptual": torch.cat(pd), "recon": torch.cat(recon)}
+            recon.append((res.images[:8] if i == 0 else res.images[:0]).cpu())
+        rows[name] = {"mse": torch.cat(mse).cpu(), "perceptual": torch.cat(pd).cpu(), "recon": torch.cat(recon)}
     labels = [0] * len(rows["real"]["perceptual"]) + [1] * len(rows["fake"]["perceptual"])
     scores = torch.cat([-rows["real"]["perceptual"], -rows["fake"]["perceptual"]]).tolist()
     return {
@@ -69,6 +76,12 @@ def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, 
         "fake_perceptual": rows["fake"]["perceptual"].mean().item(),
         "auc_perceptual": roc_auc_score(labels, scores), "ms_per_image": 1000 * t_total / count,
     }, rows
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)"
 
 
 def main(argv=None) -> int:
@@ -81,17 +94,24 @@ def main(argv=None) -> int:
     ap.add_argument("--spaces", default="W,W+")
     ap.add_argument("--quick", action="store_true", help="a few images and steps (smoke run; not for RESULTS.md)")
     ap.add_argument("--out", default=None, help="JSON path (default results/inversion[_quick].json)")
+    ap.add_argument("--device", default="cpu", help="cpu (default: the service's usual machine), cuda or auto")
     args = ap.parse_args(argv)
+    device = pick_device(args.device)
     args.out = args.out or str(RESULTS_DIR / ("inversion_quick.json" if args.quick else "inversion.json"))
 
     torch.manual_seed(0)
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, device=device)
     G = bundle.G_ema
-    E, e_info = load_encoder(args.encoder, G=G)
+    E, e_info = load_encoder(args.encoder, G=G, device=device)
     backend, size = parse_backend_id(e_info["perceptual"])
-    perc = build_perceptual(backend, input_size=size)
-    reals, fakes = eval_images(args.data, G, args.n, args.n)
+    perc = build_perceptual(backend, input_size=size).to(device)
+    reals, fakes = eval_images(args.data, G, args.n, args.n, device=device)
+    reals, fakes = reals.to(device), fakes.to(device)
     w_std = w_spread(G)
+    meta = {"bundle": args.bundle, "kimg": bundle.progress.get("kimg"), "encoder": args.encoder,
+            "encoder_steps": e_info["step"], "perceptual": perc.backend_id, "batch": args.batch,
+            "torch_threads": torch.get_num_threads(), "device": _device_name(device), "quick": args.quick}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     results, examples = [], {}
     for space in args.spaces.split(","):
         for s in settings(args.n, args.quick):
@@ -103,20 +123,13 @@ def main(argv=None) -> int:
             print(f"{space:3s} {s['label']:20s} n={s['n']:4d}  MSE real {r['real_mse']:.4f} fake {r['fake_mse']:.4f}  "
                   f"perc real {r['real_perceptual']:.4f} fake {r['fake_perceptual']:.4f}  "
                   f"AUC {r['auc_perceptual']:.3f}  {r['ms_per_image']:.0f} ms/img", flush=True)
-
-    meta = {"bundle": args.bundle, "kimg": bundle.progress.get("kimg"), "encoder": args.encoder,
-            "encoder_steps": e_info["step"], "perceptual": perc.backend_id, "batch": args.batch,
-            "torch_threads": torch.get_num_threads(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-            "quick": args.quick}
-    out = {"meta": meta, "results": results}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+            with open(args.out, "w") as f:  # after every setting: a run cut short keeps what it measured
+                json.dump({"meta": meta, "results": results}, f, indent=2)
 
     # Example PNG: per row, 8 targets then reconstructions by encoder only, hybrid (K=25 or first) and optimisation.
     picks = [k for k in examples if k[0] == args.spaces.split(",")[0]]
-    grid = [reals[:8], *[examples[k]["real"]["recon"] for k in picks[:3]],
-            fakes[:8], *[examples[k]["fake"]["recon"] for k in picks[:3]]]
+    grid = [reals[:8].cpu(), *[examples[k]["real"]["recon"] for k in picks[:3]],
+            fakes[:8].cpu(), *[examples[k]["fake"]["recon"] for k in picks[:3]]]
     png = RESULTS_DIR / ("inversion_examples_quick.png" if args.quick else "inversion_examples.png")
     save_grid(torch.cat(grid), png, nrow=8)
 
@@ -126,7 +139,7 @@ def main(argv=None) -> int:
             "",
             f"Bundle `{args.bundle}` ({meta['kimg']} kimg), encoder after {meta['encoder_steps']} steps, perceptual "
             f"`{meta['perceptual']}`; reals = first test-split photos, fakes = fresh G_ema samples (seed "
-            f"{EVAL_FAKE_SEED}); batch {args.batch}, {meta['torch_threads']} torch thread(s) on {meta['machine']}. "
+            f"{EVAL_FAKE_SEED}); batch {args.batch}, on {meta['device']}. "
             "AUC: raw perceptual distance as the fake score (1.0 = perfect separation).",
             "",
             "| space | setting | n/class | MSE real | MSE fake | perc. real | perc. fake | AUC | ms/image |",

@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
         print(f"resuming from {args.resume_from}")
     print(f"training on {dataset.name} ({len(dataset)} images) on {device}; run folder {args.run}")
     ckpt = train(args.run, dataset, G_kwargs=G_kwargs, D_kwargs=D_kwargs, cfg=cfg, device=device,
-                 max_steps=args.max_steps)
+                 max_steps=args.max_steps, max_seconds=None if args.minutes is None else args.minutes * 60)
     print(f"checkpoint: {ckpt}")
     return 0
 
@@ -93,6 +93,7 @@ def cmd_train_encoder(args) -> int:
     cfg = EncoderTrainConfig(steps=args.steps, batch_fake=args.batch, batch_real=args.batch, seed=args.seed)
     out = Path(args.out)
     path = train_encoder(out, bundle.G_ema, reals, perceptual=perc, cfg=cfg, device=device, max_steps=args.max_steps,
+                         max_seconds=None if args.minutes is None else args.minutes * 60, init_from=args.init_from,
                          log_path=out.with_suffix(".jsonl"))
     print(f"encoder: {path}")
     return 0
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-kimg", type=float, default=10.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    s.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time (resumable)")
     s.add_argument("--resume-from", help="a training checkpoint to continue from when the run folder has none")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)
@@ -342,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--perceptual", default="mobilenet_v2")
     s.add_argument("--perceptual-size", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    s.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time (resumable)")
+    s.add_argument("--init-from", default=None,
+                   help="start a new run from an encoder trained for another generator of the same shape")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train_encoder)
 

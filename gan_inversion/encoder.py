@@ -112,13 +112,16 @@ class EncoderTrainConfig:
 
 
 def _save_encoder(path: Path, E: Encoder, *, G_fp: str, backend: str, cfg: EncoderTrainConfig, step: int,
-                  opt: torch.optim.Optimizer | None, elapsed_s: float, metrics: dict) -> None:
+                  opt: torch.optim.Optimizer | None, elapsed_s: float, metrics: dict,
+                  init_from: dict | None = None) -> None:
     finished = step >= cfg.steps
     # A finished encoder is stored slim (fp16, no optimizer state); a run extended later restarts Adam.
     sd = {k: v.half() if finished and v.is_floating_point() else v for k, v in E.state_dict().items()}
     obj = {"format": ENCODER_FORMAT, "arch": dict(E.init_kwargs), "state_dict": sd,
            "generator_fingerprint": G_fp, "perceptual": backend, "config": dataclasses.asdict(cfg),
            "step": step, "elapsed_s": elapsed_s, "metrics": dict(metrics)}
+    if init_from is not None:
+        obj["init_from"] = dict(init_from)
     if opt is not None and not finished:
         obj["opt"] = opt.state_dict()
     atomic_save(obj, path)
@@ -139,6 +142,7 @@ def load_encoder(path: str | Path, *, G: Generator | None = None, device="cpu") 
     except RuntimeError as exc:
         raise BundleError(f"{path}: encoder weights do not match its architecture: {exc}") from exc
     info = {k: obj[k] for k in ("generator_fingerprint", "perceptual", "config", "step", "elapsed_s", "metrics")}
+    info["init_from"] = obj.get("init_from")
     return E.to(device).eval().requires_grad_(False), info
 
 
@@ -151,17 +155,27 @@ def train_encoder(
     cfg: EncoderTrainConfig = EncoderTrainConfig(),
     device="cpu",
     max_steps: int | None = None,
+    max_seconds: float | None = None,
+    init_from: str | Path | None = None,
     progress: bool = True,
     log_path: str | Path | None = None,
 ) -> Path:
-    """Train (or resume) an encoder for G, saved at `path`. Resumable: reruns continue from the last save."""
+    """Train (or resume) an encoder for G, saved at `path`. Resumable: reruns continue from the last save.
+
+    `init_from`: a new run starts from the weights of an encoder trained for another (e.g. an earlier
+    snapshot of the same) generator of the same shape instead of from scratch; `w_avg` is taken from G and the
+    starting point is recorded in the file. Ignored when resuming.
+
+    `max_steps` / `max_seconds` end this call early (after that many steps / the first step past that much
+    wall-clock time) on a saved, resumable state.
+    """
     path = Path(path)
     G = G.eval().requires_grad_(False).to(device)
     G_fp = generator_fingerprint(G)
     torch.manual_seed(cfg.seed)
     E = encoder_for(G).to(device).train()
     opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    step, elapsed0 = 0, 0.0
+    step, elapsed0, init_info = 0, 0.0, None
     if path.exists():
         obj = read_checkpoint(path)
         if obj.get("generator_fingerprint") != G_fp:
@@ -174,9 +188,21 @@ def train_encoder(
         if "opt" in obj:
             opt.load_state_dict(obj["opt"])
         step, elapsed0 = obj["step"], obj.get("elapsed_s", 0.0)
+        init_info = obj.get("init_from")
+    elif init_from is not None:
+        E0, info0 = load_encoder(init_from)
+        if E0.init_kwargs != E.init_kwargs:
+            raise BundleError(f"{init_from}: encoder shape {E0.init_kwargs} does not fit this generator's "
+                              f"{E.init_kwargs}")
+        E.load_state_dict(E0.state_dict())
+        with torch.no_grad():
+            E.w_avg.copy_(G.w_avg)
+        init_info = {"path": str(init_from), "generator_fingerprint": info0["generator_fingerprint"],
+                     "steps": info0["step"], "perceptual": info0["perceptual"]}
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
     t0 = time.time()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}  # running sums kept on the device (no host sync per step)
+    n_sum = 0
     bar = tqdm(total=end, initial=step, disable=not progress, desc="encoder", unit="step", dynamic_ncols=True)
     while step < end:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -203,19 +229,22 @@ def train_encoder(
         step += 1
         for k, v in (("loss", loss), ("img_fake", img_loss[: cfg.batch_fake].mean()),
                      ("img_real", img_loss[cfg.batch_fake:].mean()), ("latent", lat_loss), ("reg", reg)):
-            sums[k] = sums.get(k, 0.0) + v.item()
-        sums["n"] = sums.get("n", 0) + 1
+            sums[k] = sums.get(k, 0.0) + v.detach().float()
+        n_sum += 1
         bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == end:
-            metrics = {k: round(v / sums["n"], 6) for k, v in sums.items() if k != "n"}
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sums['loss'].item() / n_sum:.4f}")
+        out_of_time = max_seconds is not None and time.time() - t0 >= max_seconds
+        if step % cfg.checkpoint_every == 0 or step == end or out_of_time:
+            metrics = {k: round(v.item() / n_sum, 6) for k, v in sums.items()}
             _save_encoder(path, E, G_fp=G_fp, backend=perceptual.backend_id, cfg=cfg, step=step, opt=opt,
-                          elapsed_s=elapsed0 + time.time() - t0, metrics=metrics)
+                          elapsed_s=elapsed0 + time.time() - t0, metrics=metrics, init_from=init_info)
             if log_path is not None:
                 with open(log_path, "a") as f:
                     f.write(json.dumps({"step": step, **metrics}) + "\n")
-            sums = {}
+            sums, n_sum = {}, 0
+        if out_of_time:
+            break
     bar.close()
     return path
 

@@ -111,12 +111,14 @@ def train(
     cfg: TrainConfig = TrainConfig(),
     device: str | torch.device = "cpu",
     max_steps: int | None = None,
+    max_seconds: float | None = None,
     progress: bool = True,
 ) -> Path:
     """Train (or resume) a StyleGAN2 in `run_dir`; returns the path of the latest checkpoint.
 
     Writes `checkpoint.pt` (bundle + optimizer state), `metrics.jsonl` and `samples/fakes_KKKKKK.png`.
-    `max_steps` stops early after that many steps of this call (the run stays resumable).
+    `max_steps` stops early after that many steps of this call, `max_seconds` after the first step that ends
+    past that much wall-clock time; either way the run ends on a checkpoint and stays resumable.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,13 +161,17 @@ def train(
     end_step = cfg.total_steps if max_steps is None else min(cfg.total_steps, step + max_steps)
     B = cfg.batch_size
     t_start, tick_t, tick_step = time.time(), time.time(), step
-    stats: dict[str, list[float]] = {}
+    stats: dict[str, list[torch.Tensor]] = {}
+    saved_step = step
 
     def record(**kv):
+        # Kept on the device and averaged once per tick: no host sync per step.
         for k, v in kv.items():
-            stats.setdefault(k, []).append(float(v))
+            stats.setdefault(k, []).append(v.detach().float())
 
     def save():
+        nonlocal saved_step
+        saved_step = step
         kimg = step * B / 1000
         meta = {"source": "resynth train", "train_config": dataclasses.asdict(cfg), "device": str(device)}
         obj = bundle_dict(G_ema=G_ema, G=G, D=D, progress={"kimg": kimg, "step": step}, data=data_info, meta=meta)
@@ -205,18 +211,18 @@ def train(
             (grad,) = torch.autograd.grad(logits_real.sum(), reals, create_graph=True)
             r1 = grad.square().sum([1, 2, 3]).mean()
             total_D = total_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_interval
-            record(r1_penalty=r1.item())
+            record(r1_penalty=r1)
         opt_D.zero_grad(set_to_none=True)
         total_D.backward()
         opt_D.step()
-        record(loss_D=loss_D.item(), D_real=logits_real.mean().item(), D_fake=logits_fake.mean().item())
+        record(loss_D=loss_D, D_real=logits_real.mean(), D_fake=logits_fake.mean())
 
         # --- G: non-saturating loss, optional path-length regularisation, w_avg tracking.
         D.requires_grad_(False)
         loss_G = F.softplus(-D(fakes)).mean()
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
-        record(loss_G=loss_G.item())
+        record(loss_G=loss_G)
         if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
             n = max(1, B // cfg.pl_batch_shrink)
             ws_pl = mapped_ws(gen, n)
@@ -227,7 +233,7 @@ def train(
             pl_mean = pl_mean.lerp(lengths.mean().detach(), cfg.pl_decay)
             pl_penalty = (lengths - pl_mean).square().mean()
             (pl_penalty * cfg.pl_weight * cfg.pl_interval).backward()
-            record(pl_penalty=pl_penalty.item())
+            record(pl_penalty=pl_penalty)
         opt_G.step()
         with torch.no_grad():
             G.mapping.w_avg.copy_(ws[:, 0].mean(0).lerp(G.mapping.w_avg, cfg.w_avg_beta))
@@ -239,26 +245,28 @@ def train(
             if cfg.ema_rampup is not None:
                 ema_nimg = min(ema_nimg, step * B * cfg.ema_rampup)
             beta = 0.5 ** (B / max(ema_nimg, 1e-8))
-            for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-                p_ema.copy_(p.detach().lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
-                b_ema.copy_(b)
+            # Multi-tensor ops: one launch for all parameters instead of one per tensor.
+            torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
+            torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))
 
         if step % steps_per_tick == 0 or step == end_step:
             now = time.time()
             row = {"step": step, "kimg": round(step * B / 1000, 3),
                    "img_per_s": round((step - tick_step) * B / max(now - tick_t, 1e-9), 2),
                    "elapsed_s": round(elapsed0 + now - t_start, 1)}
-            row.update({k: round(sum(v) / len(v), 5) for k, v in stats.items()})
+            row.update({k: round(torch.stack(v).mean().item(), 5) for k, v in stats.items()})
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(kimg=row["kimg"], img_s=row["img_per_s"], G=row.get("loss_G"), D=row.get("loss_D"))
             stats.clear()
             tick_t, tick_step = now, step
-        if step % steps_per_ckpt == 0 or step == end_step:
+        out_of_time = max_seconds is not None and time.time() - t_start >= max_seconds
+        if step % steps_per_ckpt == 0 or step == end_step or out_of_time:
             save()
         bar.update(1)
+        if out_of_time:
+            break
     bar.close()
-    if not ckpt_path.exists():
+    if not ckpt_path.exists() or saved_step != step:
         save()
     return ckpt_path

@@ -14,7 +14,7 @@ from gan_inversion.encoder import (
 )
 from gan_inversion.projector import ProjectConfig
 
-from .conftest import make_G
+from .conftest import TINY_G, make_G
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,33 @@ def test_training_learns_and_resumes(tmp_path, G, reals, perc):
     train_encoder(part, G, reals, perceptual=perc, cfg=CFG, progress=False)
     a, b = torch.load(full, weights_only=True), torch.load(part, weights_only=True)
     assert all(torch.allclose(a["state_dict"][k], b["state_dict"][k], atol=1e-6) for k in a["state_dict"])
+
+
+def test_encoder_time_budget_saves_resumable_state(tmp_path, G, reals, perc):
+    path = train_encoder(tmp_path / "e.pt", G, reals, perceptual=perc, cfg=CFG, max_seconds=0, progress=False)
+    obj = torch.load(path, weights_only=True)
+    assert obj["step"] == 1 and "opt" in obj  # unfinished: optimizer state kept for the resume
+    train_encoder(path, G, reals, perceptual=perc, cfg=CFG, progress=False)
+    assert torch.load(path, weights_only=True)["step"] == CFG.steps
+
+
+def test_init_from_an_encoder_of_another_generator(tmp_path, G, reals, perc):
+    old = train_encoder(tmp_path / "old.pt", G, reals, perceptual=perc, cfg=CFG, progress=False)
+    G2 = make_G(seed=1)  # same shape, other weights (a later snapshot, say)
+    cfg = EncoderTrainConfig(steps=1, batch_fake=4, batch_real=4, lr=0.0, checkpoint_every=10)
+    new = train_encoder(tmp_path / "new.pt", G2, reals, perceptual=perc, cfg=cfg, init_from=old, progress=False)
+    E_old, _ = load_encoder(old)
+    E_new, info = load_encoder(new, G=G2)
+    assert info["init_from"]["generator_fingerprint"] == generator_fingerprint(G)
+    assert info["init_from"]["steps"] == CFG.steps
+    # lr 0: the weights are the old encoder's, the offsets now start from G2's w_avg.
+    assert torch.allclose(E_new.w_avg, G2.w_avg.float().half().float(), atol=1e-3)
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(E_new(x) - E_new.w_avg, E_old(x) - E_old.w_avg, atol=2e-2)
+    G3 = make_G(seed=0, w_dim=2 * TINY_G["w_dim"])
+    with pytest.raises(BundleError, match="does not fit"):
+        train_encoder(tmp_path / "x.pt", G3, reals, perceptual=perc, cfg=cfg, init_from=old, progress=False)
 
 
 def test_encoder_refuses_other_generator(tmp_path, G, reals, perc):

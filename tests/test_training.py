@@ -49,6 +49,17 @@ def test_resume_equals_uninterrupted(tmp_path, toy_data):
     _assert_same(_states(full), _states(part / "checkpoint.pt"))
 
 
+def test_time_budget_stops_on_a_checkpoint_and_resumes(tmp_path, toy_data):
+    # A budget of 0 s is spent by the first step: the call stops there, off the checkpoint schedule,
+    # and saves; the resumed run ends where an uninterrupted one does.
+    full = train(tmp_path / "full", toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
+    part = tmp_path / "part"
+    train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, max_seconds=0, progress=False)
+    assert _states(part / "checkpoint.pt")["train_state"]["step"] == 1
+    train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
+    _assert_same(_states(full), _states(part / "checkpoint.pt"))
+
+
 def test_training_outputs(tmp_path, toy_data):
     ckpt = train(tmp_path, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
     b = load_bundle(ckpt, require_D=True)
