@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import torch
 from sklearn.metrics import roc_auc_score
@@ -78,6 +79,33 @@ def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, 
     }, rows
 
 
+def _rel(path: str | Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(path)
+
+
+def report(meta: dict, results: list[dict], png: Path | None) -> str:
+    """The RESULTS.md section for one run (complete or cut short)."""
+    lines = [
+        "## Inversion (`python -m benchmarks.inversion`)",
+        "",
+        f"Bundle `{_rel(meta['bundle'])}` ({meta['kimg']} kimg), encoder `{_rel(meta['encoder'])}` after "
+        f"{meta['encoder_steps']} steps, perceptual `{meta['perceptual']}`; reals = first test-split photos, fakes = "
+        f"fresh G_ema samples (seed {EVAL_FAKE_SEED}); batch {meta['batch']}, on {meta['device']}. "
+        "AUC: raw perceptual distance as the fake score (1.0 = perfect separation).",
+        "",
+        "| space | setting | n/class | MSE real | MSE fake | perc. real | perc. fake | AUC | ms/image |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['space']} | {r['label']} | {r['n_per_class']} | {r['real_mse']:.4f} | {r['fake_mse']:.4f} | "
+              f"{r['real_perceptual']:.4f} | {r['fake_perceptual']:.4f} | {r['auc_perceptual']:.3f} | "
+              f"{r['ms_per_image']:.1f} |" for r in results]
+    if png is not None and png.exists():
+        lines += ["", f"Examples: `{_rel(png)}` (rows: 8 real targets, then their reconstructions by the first three "
+                  "settings of the first space; then the same for fakes)."]
+    return "\n".join(lines)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -95,7 +123,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few images and steps (smoke run; not for RESULTS.md)")
     ap.add_argument("--out", default=None, help="JSON path (default results/inversion[_quick].json)")
     ap.add_argument("--device", default="cpu", help="cpu (default: the service's usual machine), cuda or auto")
+    ap.add_argument("--only", default=None, help="comma-separated setting labels to run (default: all)")
+    ap.add_argument("--section", default="inversion", help="RESULTS.md section to write")
+    ap.add_argument("--from-json", default=None, help="only rewrite the RESULTS.md section from this saved JSON")
     args = ap.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        write_section(args.section, report(saved["meta"], saved["results"], None))
+        print(f"wrote the {args.section!r} section of RESULTS.md from {args.from_json}")
+        return 0
     device = pick_device(args.device)
     args.out = args.out or str(RESULTS_DIR / ("inversion_quick.json" if args.quick else "inversion.json"))
 
@@ -115,6 +151,8 @@ def main(argv=None) -> int:
     results, examples = [], {}
     for space in args.spaces.split(","):
         for s in settings(args.n, args.quick):
+            if args.only and s["label"] not in args.only.split(","):
+                continue
             r, rows = run_setting(G, E, perc, reals, fakes, space=space, steps=s["steps"], enc=s["enc"], n=s["n"],
                                   batch=args.batch, w_std=w_std)
             r["label"] = s["label"]
@@ -134,23 +172,7 @@ def main(argv=None) -> int:
     save_grid(torch.cat(grid), png, nrow=8)
 
     if not args.quick:
-        lines = [
-            "## Inversion (`python -m benchmarks.inversion`)",
-            "",
-            f"Bundle `{args.bundle}` ({meta['kimg']} kimg), encoder after {meta['encoder_steps']} steps, perceptual "
-            f"`{meta['perceptual']}`; reals = first test-split photos, fakes = fresh G_ema samples (seed "
-            f"{EVAL_FAKE_SEED}); batch {args.batch}, on {meta['device']}. "
-            "AUC: raw perceptual distance as the fake score (1.0 = perfect separation).",
-            "",
-            "| space | setting | n/class | MSE real | MSE fake | perc. real | perc. fake | AUC | ms/image |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        lines += [f"| {r['space']} | {r['label']} | {r['n_per_class']} | {r['real_mse']:.4f} | {r['fake_mse']:.4f} | "
-                  f"{r['real_perceptual']:.4f} | {r['fake_perceptual']:.4f} | {r['auc_perceptual']:.3f} | "
-                  f"{r['ms_per_image']:.0f} |" for r in results]
-        lines += ["", f"Examples: `{png.relative_to(REPO_ROOT)}` (rows: real targets, then reconstructions by "
-                  f"{', '.join(k[1] for k in picks[:3])}; then the same for fakes)."]
-        write_section("inversion", "\n".join(lines))
+        write_section(args.section, report(meta, results, png))
     print(f"wrote {args.out} and {png}")
     return 0
 

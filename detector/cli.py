@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=str(DEFAULT_DATA))
     s.add_argument("--perceptual", default=None, help="backend@size (default: the encoder's)")
     s.add_argument("--refine-steps", type=int, default=25)
-    s.add_argument("--space", default="W+", choices=("W", "W+"))
+    s.add_argument("--space", default="W", choices=("W", "W+"))
     s.add_argument("--n-real", type=int, default=2000)
     s.add_argument("--n-fake", type=int, default=2000)
     s.add_argument("--launder-prob", type=float, default=0.5)

@@ -27,7 +27,7 @@ FEATURE_VERSION = 1
 @dataclass(frozen=True)
 class FeatureConfig:
     refine_steps: int = 25       # projector steps after the encoder's guess
-    space: str = "W+"            # refinement space
+    space: str = "W"             # refinement space (W separates reals from fakes better: benchmarks/RESULTS.md)
     initial_lr: float = 0.05
     pixel_weight: float = 1.0    # loss = perceptual + pixel_weight * MSE
     seed: int = 0

@@ -91,8 +91,21 @@ def bundle_dict(*, G_ema: Generator, G: Generator | None = None, D: Discriminato
     }
 
 
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half file."""
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half file.
+
+    Tensors are stored on the CPU (a file written on a GPU machine loads anywhere)."""
+    obj = _to_cpu(obj)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
