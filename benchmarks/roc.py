@@ -1,6 +1,6 @@
 """The project's ROC suite: resynth beside four baselines, per generator and per laundering.
 
-    python -m benchmarks.roc [--n 300] [--quick]
+    python -m benchmarks.roc [--n 150] [--quick]
 
 Reals: the Fashion-MNIST test split (first n). Fakes (n each, 8-bit): the embedded StyleGAN2 at psi 1.0
 and 0.7 (seeds never used in fitting), and generators the detector never saw (benchmarks/generators.py:
@@ -25,7 +25,7 @@ from detector import laundering
 from detector.cli import DEFAULT_DATA, DEFAULT_DETECTOR
 from detector.features import extract_features
 from detector.fit import EVAL_FAKE_SEED, FIT_FAKE_SEED, FeatureCache, features_for, quantize
-from detector.metrics import metrics_with_ci, plot_roc
+from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.encoder import generator_fingerprint
@@ -127,9 +127,10 @@ def fmt_ci(m: dict, k: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", default=str(DEFAULT_DETECTOR))
-    ap.add_argument("--n", type=int, default=300, help="images per real/fake set")
+    ap.add_argument("--n", type=int, default=150,
+                    help="images per real/fake set (150: the whole suite runs in under an hour on 2 CPU cores)")
     ap.add_argument("--n-fit", type=int, default=2000, help="fitting images per class for the fitted baselines")
-    ap.add_argument("--n-frontier", type=int, default=100)
+    ap.add_argument("--n-frontier", type=int, default=80, help="images per class for the speed/accuracy frontier")
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="a few images, two conditions (smoke run; no RESULTS.md)")
     args = ap.parse_args(argv)
@@ -183,6 +184,8 @@ def main(argv=None) -> int:
         plot_roc({m: curves[(cname, names[0], m)] for m in METHODS}, RESULTS_DIR / f"roc{tag}_cond_{cname}.png",
                  title=f"{cname}, {names[0]}")
     front = frontier(det, reals[: args.n_frontier], fakes[names[0]][: args.n_frontier], quick=args.quick)
+    plot_frontier(front, RESULTS_DIR / f"roc{tag}_frontier.png",
+                  title="clean, embedded generator: raw perceptual distance AUC")
     floor = cost_floor(det)
     meta = {"model_id": det.model_id, "n_per_set": args.n, "n_fit_baselines": args.n_fit, "boot": args.boot,
             "threshold": det.classifier.threshold, "machine": platform.machine(), "cpus": torch.get_num_threads(),
@@ -215,6 +218,7 @@ def render(meta, results, front, floor, conditions, names) -> str:
                              f"{fmt_ci(r, 'ece')} |")
         lines.append("")
     lines += ["### Speed/accuracy frontier (clean, embedded generator; raw perceptual distance)", "",
+              "Plot: `benchmarks/results/roc_frontier.png`.", "",
               "| setting | n/class | ms/image | AUC |", "|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['n_per_class']} | {r['ms_per_image']:.0f} | {r['auc_perceptual']:.3f} |"
               for r in front]

@@ -90,3 +90,31 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_frontier(rows: list[dict], path: str | Path, *, title: str = "speed / accuracy") -> Path:
+    """rows: [{'setting', 'ms_per_image', 'auc_perceptual'}] -> PNG of AUC against ms/image (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for family, marker in (("encoder", "s"), ("hybrid", "o"), ("optimisation", "^")):
+        pts = [r for r in rows if r["setting"].startswith(family)]
+        if pts:
+            ax.plot([r["ms_per_image"] for r in pts], [r["auc_perceptual"] for r in pts], marker=marker,
+                    label=family)
+            for r in pts:
+                ax.annotate(r["setting"].split()[-1], (r["ms_per_image"], r["auc_perceptual"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, -10))
+    ax.set_xscale("log")
+    ax.set(xlabel="ms per image (log)", ylabel="AUC", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

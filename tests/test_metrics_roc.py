@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from detector.cli import main
-from detector.metrics import expected_calibration_error, metrics_with_ci, point_metrics, tpr_at_fpr
+from detector.metrics import expected_calibration_error, metrics_with_ci, plot_frontier, point_metrics, tpr_at_fpr
 
 
 def test_point_metrics_perfect_and_random():
@@ -32,6 +32,16 @@ def test_ece_and_ci():
     yy = np.r_[np.zeros(100), np.ones(100)].astype(int)
     m = metrics_with_ci(yy, s, n_boot=50)
     assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1] and m["n_real"] == 100
+
+
+def test_plot_frontier_writes_a_png(tmp_path):
+    rows = [{"setting": "encoder only", "ms_per_image": 2.0, "auc_perceptual": 0.7},
+            {"setting": "hybrid K=5", "ms_per_image": 40.0, "auc_perceptual": 0.8},
+            {"setting": "hybrid K=25", "ms_per_image": 180.0, "auc_perceptual": 0.9},
+            {"setting": "optimisation N=100", "ms_per_image": 900.0, "auc_perceptual": 0.85}]
+    path = plot_frontier(rows, tmp_path / "f.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (600, 400)
 
 
 def test_cli_roc_on_folders(tiny_detector, tmp_path, capsys):

@@ -40,22 +40,14 @@ def _assert_same(a, b):
     assert torch.equal(a["train_state"]["pl_mean"], b["train_state"]["pl_mean"])
 
 
-def test_resume_equals_uninterrupted(tmp_path, toy_data):
+@pytest.mark.parametrize("stop, step", [(dict(max_steps=3), 3), (dict(max_seconds=0), 1)])
+def test_resume_equals_uninterrupted(tmp_path, toy_data, stop, step):
+    # A call stopped by a step count, or by a wall-clock budget (0 s is spent by the first step, off the
+    # checkpoint schedule), saves a checkpoint; the resumed run ends where an uninterrupted one does.
     full = train(tmp_path / "full", toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
     part = tmp_path / "part"
-    train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, max_steps=3, progress=False)
-    assert _states(part / "checkpoint.pt")["train_state"]["step"] == 3
-    train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
-    _assert_same(_states(full), _states(part / "checkpoint.pt"))
-
-
-def test_time_budget_stops_on_a_checkpoint_and_resumes(tmp_path, toy_data):
-    # A budget of 0 s is spent by the first step: the call stops there, off the checkpoint schedule,
-    # and saves; the resumed run ends where an uninterrupted one does.
-    full = train(tmp_path / "full", toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
-    part = tmp_path / "part"
-    train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, max_seconds=0, progress=False)
-    assert _states(part / "checkpoint.pt")["train_state"]["step"] == 1
+    train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False, **stop)
+    assert _states(part / "checkpoint.pt")["train_state"]["step"] == step
     train(part, toy_data, G_kwargs=TINY_G, D_kwargs=TINY_D, cfg=CFG, progress=False)
     _assert_same(_states(full), _states(part / "checkpoint.pt"))
 
