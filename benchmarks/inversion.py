@@ -87,7 +87,7 @@ def _rel(path: str | Path) -> str:
 def report(meta: dict, results: list[dict], png: Path | None) -> str:
     """The RESULTS.md section for one run (complete or cut short)."""
     lines = [
-        "## Inversion (`python -m benchmarks.inversion`)",
+        f"## Inversion (`python -m benchmarks.inversion`): {meta['kimg']}-kimg generator, {meta['device']}",
         "",
         f"Bundle `{_rel(meta['bundle'])}` ({meta['kimg']} kimg), encoder `{_rel(meta['encoder'])}` after "
         f"{meta['encoder_steps']} steps, perceptual `{meta['perceptual']}`; reals = first test-split photos, fakes = "
