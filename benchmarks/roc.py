@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from detector import laundering
-from detector.cli import DEFAULT_DATA, DEFAULT_DETECTOR
+from detector.cli import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
 from detector.features import extract_features
 from detector.fit import EVAL_FAKE_SEED, FIT_FAKE_SEED, FeatureCache, features_for, quantize
 from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     reals = to_float(test.images[: args.n])
     fakes = fake_sets(det, args.n, names)
     baselines = fit_baselines(det, args.n_fit, quick=args.quick)
-    cache = FeatureCache(RESULTS_DIR.parent.parent / ".cache" / "features",
+    cache = FeatureCache(DEFAULT_CACHE,
                          {"features": det.feature_cfg.to_dict(), "G": generator_fingerprint(det.G),
                           "model_id": det.model_id, "perceptual": det.perceptual.backend_id})
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,

@@ -38,6 +38,17 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
+
+def _seconds(minutes: float | None) -> float | None:
+    return None if minutes is None else minutes * 60
+
+
+def add_stop_args(s: argparse.ArgumentParser) -> None:
+    """--max-steps / --minutes: end a resumable training call early."""
+    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    s.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time (resumable)")
+
+
 def cmd_prepare_data(args) -> int:
     from gan_inversion.data import prepare_fashion_mnist
 
@@ -76,7 +87,7 @@ def cmd_train(args) -> int:
         print(f"resuming from {args.resume_from}")
     print(f"training on {dataset.name} ({len(dataset)} images) on {device}; run folder {args.run}")
     ckpt = train(args.run, dataset, G_kwargs=G_kwargs, D_kwargs=D_kwargs, cfg=cfg, device=device,
-                 max_steps=args.max_steps, max_seconds=None if args.minutes is None else args.minutes * 60)
+                 max_steps=args.max_steps, max_seconds=_seconds(args.minutes))
     print(f"checkpoint: {ckpt}")
     return 0
 
@@ -93,7 +104,7 @@ def cmd_train_encoder(args) -> int:
     cfg = EncoderTrainConfig(steps=args.steps, batch_fake=args.batch, batch_real=args.batch, seed=args.seed)
     out = Path(args.out)
     path = train_encoder(out, bundle.G_ema, reals, perceptual=perc, cfg=cfg, device=device, max_steps=args.max_steps,
-                         max_seconds=None if args.minutes is None else args.minutes * 60, init_from=args.init_from,
+                         max_seconds=_seconds(args.minutes), init_from=args.init_from,
                          log_path=out.with_suffix(".jsonl"))
     print(f"encoder: {path}")
     return 0
@@ -329,8 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pl-weight", type=float, default=0.0, help="path-length regularisation weight (0: off)")
     s.add_argument("--checkpoint-kimg", type=float, default=10.0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
-    s.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time (resumable)")
+    add_stop_args(s)
     s.add_argument("--resume-from", help="a training checkpoint to continue from when the run folder has none")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)
@@ -344,8 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--perceptual", default="mobilenet_v2")
     s.add_argument("--perceptual-size", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
-    s.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time (resumable)")
+    add_stop_args(s)
     s.add_argument("--init-from", default=None,
                    help="start a new run from an encoder trained for another generator of the same shape")
     s.add_argument("--device", default="auto")

@@ -162,7 +162,6 @@ def train(
     B = cfg.batch_size
     t_start, tick_t, tick_step = time.time(), time.time(), step
     stats: dict[str, list[torch.Tensor]] = {}
-    saved_step = step
 
     def record(**kv):
         # Kept on the device and averaged once per tick: no host sync per step.
@@ -170,8 +169,6 @@ def train(
             stats.setdefault(k, []).append(v.detach().float())
 
     def save():
-        nonlocal saved_step
-        saved_step = step
         kimg = step * B / 1000
         meta = {"source": "resynth train", "train_config": dataclasses.asdict(cfg), "device": str(device)}
         obj = bundle_dict(G_ema=G_ema, G=G, D=D, progress={"kimg": kimg, "step": step}, data=data_info, meta=meta)
@@ -267,6 +264,6 @@ def train(
         if out_of_time:
             break
     bar.close()
-    if not ckpt_path.exists() or saved_step != step:
+    if not ckpt_path.exists():
         save()
     return ckpt_path
