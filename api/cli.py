@@ -15,7 +15,8 @@ def cmd_serve(args) -> int:
 
     settings = settings_from_env(detector=args.detector, host=args.host, port=args.port, device=args.device)
     print(f"resynth: serving {settings.detector} on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                limit_concurrency=settings.max_connections, timeout_keep_alive=5)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -9,6 +11,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector.imageio import ImageDecodeError
+
+log = logging.getLogger("resynth.api")
 
 
 class ApiError(Exception):
@@ -24,8 +28,9 @@ class ErrorBody(BaseModel):
 
 def error_responses(*codes: int) -> dict:
     text = {400: "Bad request", 403: "Folder outside the allowed audit root, or audits disabled",
-            404: "Not found", 413: "Body or image too large", 415: "Not an image / unsupported type",
-            422: "Empty, corrupt or truncated image, or an invalid request", 503: "Overloaded or model not loaded"}
+            404: "Not found", 408: "The request body did not arrive in time", 413: "Body or image too large",
+            415: "Not an image / unsupported type", 422: "Empty, corrupt or truncated image, or an invalid request",
+            503: "Overloaded (all scoring slots or the audit queue full) or model not loaded"}
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
 
@@ -53,9 +58,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return body(exc.status_code, code, str(exc.detail))
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. JSON that is not UTF-8)
+            return body(422, "invalid_request", f"the request body could not be parsed: {exc.detail}")
+        return body(exc.status_code, code, str(exc.detail), exc.headers)  # 405 keeps its Allow header
 
     @app.exception_handler(Exception)
-    async def _internal(_, exc: Exception):
-        return body(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    async def _internal(request, exc: Exception):
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return body(500, "internal_error", "internal server error (logged on the server)")

@@ -23,6 +23,10 @@ class Settings:
     retry_after_s: int = 2                 # RESYNTH_RETRY_AFTER: Retry-After seconds sent with 503
     audit_root: str | None = None          # RESYNTH_AUDIT_ROOT: folders under it may be audited (unset: none)
     audit_db: str = "resynth-audits.sqlite"  # RESYNTH_AUDIT_DB: SQLite path or SQLAlchemy URL
+    max_audits: int = 1                    # RESYNTH_MAX_AUDITS: audits running at once, each holding one in-flight slot
+    audit_queue: int = 4                   # RESYNTH_AUDIT_QUEUE: audits waiting for a slot; more get 503
+    body_timeout_s: float = 30.0           # RESYNTH_BODY_TIMEOUT: seconds to receive a whole request body (else 408)
+    max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections (uvicorn answers 503 beyond)
 
 
 ENV = {
@@ -31,6 +35,8 @@ ENV = {
     "refine_steps": ("RESYNTH_REFINE_STEPS", int), "torch_threads": ("RESYNTH_TORCH_THREADS", int),
     "host": ("RESYNTH_HOST", str), "port": ("RESYNTH_PORT", int), "retry_after_s": ("RESYNTH_RETRY_AFTER", int),
     "audit_root": ("RESYNTH_AUDIT_ROOT", str), "audit_db": ("RESYNTH_AUDIT_DB", str),
+    "max_audits": ("RESYNTH_MAX_AUDITS", int), "audit_queue": ("RESYNTH_AUDIT_QUEUE", int),
+    "body_timeout_s": ("RESYNTH_BODY_TIMEOUT", float), "max_connections": ("RESYNTH_MAX_CONNECTIONS", int),
 }
 
 
@@ -48,6 +54,15 @@ def settings_from_env(environ: dict | None = None, **overrides) -> Settings:
             raise ValueError(f"environment variable {var}={raw!r} is not a valid {cast.__name__}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
     s = Settings(**values)
-    if s.max_inflight < 1 or s.max_bytes < 1 or s.max_pixels < 1:
-        raise ValueError("RESYNTH_MAX_INFLIGHT, RESYNTH_MAX_BYTES and RESYNTH_MAX_PIXELS must be positive")
+    check_settings(s)
     return s
+
+
+def check_settings(s: Settings) -> None:
+    """A clear error for limits that cannot work together."""
+    if min(s.max_inflight, s.max_bytes, s.max_pixels, s.max_connections) < 1 or s.body_timeout_s <= 0:
+        raise ValueError("RESYNTH_MAX_INFLIGHT, RESYNTH_MAX_BYTES, RESYNTH_MAX_PIXELS, RESYNTH_MAX_CONNECTIONS and "
+                         "RESYNTH_BODY_TIMEOUT must be positive")
+    if not 0 <= s.max_audits <= s.max_inflight or s.audit_queue < 0:
+        raise ValueError(f"RESYNTH_MAX_AUDITS={s.max_audits} must lie between 0 and RESYNTH_MAX_INFLIGHT="
+                         f"{s.max_inflight} (audits and detections share those slots), RESYNTH_AUDIT_QUEUE >= 0")

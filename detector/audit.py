@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import stat
-from collections.abc import Callable, Iterator
+import signal
+import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -44,9 +46,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tqdm import tqdm
 
 from .imageio import ImageDecodeError, decode
+from .walk import OUTSIDE, Confinement, Entry, OutsideRoot, file_hash, open_media, read_media, walk_media
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+__all__ = ["AuditConfig", "walk_media", "Entry", "run_audit", "audit_rows", "write_report", "render_report"]
+log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class AuditConfig:
     max_frames: int = 300            # per video
     crop_faces: bool = False
     max_file_bytes: int = 500 * 2**20
+    confine_to: str | None = None    # audit root: every path listed, hashed or opened must resolve inside it
+
+    @property
+    def guard(self) -> Confinement | None:
+        return Confinement(self.confine_to) if self.confine_to else None
 
     @property
     def mode(self) -> str:
@@ -76,7 +85,7 @@ class AuditRow(Base):
     root: Mapped[str] = mapped_column(Text)
     model_id: Mapped[str] = mapped_column(String(128))
     options: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))          # running | done | failed | interrupted
+    status: Mapped[str] = mapped_column(String(16))          # queued | running | done | failed | interrupted
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[str] = mapped_column(String(40))
     updated: Mapped[str] = mapped_column(String(40))
@@ -134,67 +143,8 @@ def _now() -> str:
 
 
 def audit_id_for(root: Path, model_id: str, cfg: AuditConfig) -> str:
-    return hashlib.sha256(f"{root}|{model_id}|{cfg.mode}".encode()).hexdigest()[:16]
-
-
-# ------------------------------------------------------------------------------------------ walking
-
-@dataclass
-class Entry:
-    rel: str
-    path: Path | None
-    kind: str                      # image | video | other | error
-    reason: str | None = None
-    size: int | None = None
-
-
-def walk_media(root: Path) -> Iterator[Entry]:
-    """Every file under root, recursively and in sorted order; follows directory symlinks once (loops cut),
-    reports unreadable directories and non-media files as entries with a reason."""
-    seen: set[tuple[int, int]] = set()
-
-    def visit(d: Path, rel: str) -> Iterator[Entry]:
-        try:
-            st = d.stat()
-        except OSError as exc:
-            yield Entry(rel or ".", None, "error", f"unreadable directory: {exc.strerror or exc}")
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            yield Entry(rel, None, "error", "symlink loop (directory already visited)")
-            return
-        seen.add(key)
-        try:
-            names = sorted(os.listdir(d))
-        except OSError as exc:
-            yield Entry(rel or ".", None, "error", f"unreadable directory: {exc.strerror or exc}")
-            return
-        for name in names:
-            p = d / name
-            r = f"{rel}/{name}" if rel else name
-            try:
-                st = p.stat()
-            except OSError as exc:
-                yield Entry(r, None, "error", f"unreadable: {exc.strerror or exc}")
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                yield from visit(p, r)
-            elif stat.S_ISREG(st.st_mode):
-                ext = p.suffix.lower()
-                kind = "image" if ext in IMAGE_EXT else "video" if ext in VIDEO_EXT else "other"
-                yield Entry(r, p, kind, None if kind != "other" else "not a media file", st.st_size)
-            else:
-                yield Entry(r, None, "error", "not a regular file")
-
-    yield from visit(root, "")
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    key = f"{root}|{model_id}|{cfg.mode}" + (f"|confined={os.path.realpath(cfg.confine_to)}" if cfg.confine_to else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -202,8 +152,32 @@ def file_hash(path: Path) -> str:
 _WORKER_DETECTOR = None
 
 
-def _worker_init(loader: Callable[[], object]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker process as soon as the audit process that started it is gone, even after SIGKILL:
+    the kernel's parent-death signal where Linux offers it, and a watcher thread everywhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while not _PARENT_GONE.wait(1.0):
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+_PARENT_GONE = threading.Event()  # never set: the watcher's sleep
+
+
+def _worker_init(loader: Callable[[], object], parent: int) -> None:
     global _WORKER_DETECTOR
+    _die_with_parent(parent)
     torch.set_num_threads(1)
     _WORKER_DETECTOR = loader()
 
@@ -224,8 +198,17 @@ def _face_crops(data: bytes, source: str) -> list[bytes]:
     return crops
 
 
-def _video_frames(path: Path, fps_target: float, max_frames: int) -> tuple[list[bytes], list[float]]:
-    cap = cv2.VideoCapture(str(path))
+def _video_frames(path: Path, fps_target: float, max_frames: int,
+                  guard: Confinement | None = None) -> tuple[list[bytes], list[float]]:
+    if guard is None:
+        return _read_frames(str(path), fps_target, max_frames)
+    with open_media(path, guard) as f:  # OpenCV reads the checked descriptor, never the path again
+        opened = f"/proc/self/fd/{f.fileno()}"
+        return _read_frames(opened if os.path.exists(opened) else guard.check(path), fps_target, max_frames)
+
+
+def _read_frames(source: str, fps_target: float, max_frames: int) -> tuple[list[bytes], list[float]]:
+    cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         raise ValueError("cannot open video (corrupt or unsupported codec)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -259,8 +242,12 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
     if task["kind"] == "video":
         h, path = task["hash"], Path(task["path"])
         try:
-            frames, stamps = _video_frames(path, cfg.frames_per_second, cfg.max_frames)
+            frames, stamps = _video_frames(path, cfg.frames_per_second, cfg.max_frames, cfg.guard)
             preps = [det.prepare(f, source=f"{path.name}@{t:.2f}s") for f, t in zip(frames, stamps, strict=True)]
+        except OutsideRoot:
+            return [{"hash": h, "ok": False, "reason": OUTSIDE}]
+        except OSError as exc:
+            return [{"hash": h, "ok": False, "reason": f"unreadable: {exc.strerror or exc}"}]
         except (ValueError, ImageDecodeError) as exc:
             return [{"hash": h, "ok": False, "reason": f"corrupt: {exc}"}]
         results = []
@@ -281,7 +268,7 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
     preps, owners, order = [], [], []  # images of the whole task are scored as one batch
     for h, path in task["items"]:
         try:
-            data = Path(path).read_bytes()
+            data = read_media(path, cfg.guard)
             inputs = _face_crops(data, str(path)) if cfg.crop_faces else [data]
             if not inputs:
                 out.append({"hash": h, "ok": False, "reason": "no face found"})
@@ -290,6 +277,9 @@ def score_task(task: dict, cfg: AuditConfig, detector=None) -> list[dict]:
         except ImageDecodeError as exc:
             reason = {"too_large": "too large", "unsupported": "unsupported or not an image"}.get(exc.kind, "corrupt")
             out.append({"hash": h, "ok": False, "reason": f"{reason}: {exc.reason}"})
+            continue
+        except OutsideRoot:
+            out.append({"hash": h, "ok": False, "reason": OUTSIDE})
             continue
         except OSError as exc:
             out.append({"hash": h, "ok": False, "reason": f"unreadable: {exc.strerror or exc}"})
@@ -319,8 +309,8 @@ class AuditInterrupted(Exception):
     """Raised from an on_progress callback to stop a run; the audit stays resumable ('interrupted')."""
 
 
-def ensure_audit(engine: Engine, root: Path, model_id: str, cfg: AuditConfig) -> str:
-    """Create the audit row (or mark an existing one running again); returns its id."""
+def ensure_audit(engine: Engine, root: Path, model_id: str, cfg: AuditConfig, *, status: str = "running") -> str:
+    """Create the audit row (or mark an existing one running, or queued, again); returns its id."""
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a directory")
     aid = audit_id_for(root, model_id, cfg)
@@ -328,9 +318,9 @@ def ensure_audit(engine: Engine, root: Path, model_id: str, cfg: AuditConfig) ->
         row = s.get(AuditRow, aid)
         if row is None:
             s.add(AuditRow(id=aid, root=str(root), model_id=model_id, options=json.dumps(asdict(cfg)),
-                           status="running", created=_now(), updated=_now()))
+                           status=status, created=_now(), updated=_now()))
         else:
-            row.status, row.updated, row.message = "running", _now(), None
+            row.status, row.updated, row.message = status, _now(), None
         s.commit()
     return aid
 
@@ -344,13 +334,16 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
     builds a detector in each worker process.
     """
     root = Path(root).resolve()
+    guard = cfg.guard
+    if guard is not None:
+        guard.check(root)  # OutsideRoot for a folder that is not under the audit root
     model_id = detector.model_id
     aid = ensure_audit(engine, root, model_id, cfg)
     with Session(engine) as s:
         done = set(s.scalars(select(FileRow.path).where(FileRow.audit_id == aid)))
         known = set(s.scalars(select(ResultRow.content_hash).where(ResultRow.model_id == model_id,
                                                                   ResultRow.mode == cfg.mode)))
-    entries = [e for e in walk_media(root) if e.rel not in done]
+    entries = [e for e in walk_media(root, guard=guard) if e.rel not in done]
     counts = {"scored": 0, "skipped": 0, "deduplicated": 0, "done_before": len(done)}
     bar = tqdm(total=len(entries) + len(done), initial=len(done), disable=not progress, desc="audit",
                unit="file", dynamic_ncols=True)
@@ -380,7 +373,10 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
                             reason=f"too large: {e.size} bytes > {cfg.max_file_bytes}")])
             continue
         try:
-            h = file_hash(e.path)
+            h = file_hash(e.path, guard)
+        except OutsideRoot:
+            record([FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=None, state="skipped", reason=OUTSIDE)])
+            continue
         except OSError as exc:
             record([FileRow(audit_id=aid, path=e.rel, kind=e.kind, size=e.size, state="skipped",
                             reason=f"unreadable: {exc.strerror or exc}")])
@@ -428,7 +424,7 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
             import multiprocessing as mp
 
             with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                     initargs=(loader,)) as pool:
+                                     initargs=(loader, os.getpid())) as pool:
                 for results in pool.map(score_task, tasks, [cfg] * len(tasks)):
                     for res in results:
                         store(res)
@@ -491,26 +487,38 @@ def audit_progress(engine: Engine, audit_id: str) -> dict:
                 "skipped": q.filter(FileRow.state == "skipped").count(), "total_files": a.total_files}
 
 
+REPORT_FORMATS = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
+
+
+def render_report(engine: Engine, audit_id: str, fmt: str) -> bytes:
+    """The report of an audit as bytes: 'csv', 'json' or 'html', rebuilt from the database (KeyError: no audit)."""
+    import csv
+    import io
+
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"report format {fmt!r}: use one of {', '.join(REPORT_FORMATS)}")
+    audit, rows = audit_rows(engine, audit_id)
+    if fmt == "csv":
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue().encode()
+    if fmt == "json":
+        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+        return json.dumps({"audit": audit_progress(engine, audit_id), "files": clean}, indent=1).encode()
+    return html_report(audit, rows, audit_progress(engine, audit_id)).encode()
+
+
 def write_report(engine: Engine, audit_id: str, out: str | Path) -> Path:
     """CSV, JSON or HTML (by the file suffix), rebuilt from the database."""
-    import csv
-
     out = Path(out)
-    audit, rows = audit_rows(engine, audit_id)
+    fmt = {".htm": "html"}.get(out.suffix.lower(), out.suffix.lower().lstrip("."))
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"report format {out.suffix!r}: use .csv, .json or .html")
+    data = render_report(engine, audit_id, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
-    if suffix == ".csv":
-        with open(out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-    elif suffix == ".json":
-        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-        out.write_text(json.dumps({"audit": audit_progress(engine, audit_id), "files": clean}, indent=1))
-    elif suffix in (".html", ".htm"):
-        out.write_text(html_report(audit, rows, audit_progress(engine, audit_id)))
-    else:
-        raise ValueError(f"report format {suffix!r}: use .csv, .json or .html")
+    out.write_bytes(data)
     return out
 
 

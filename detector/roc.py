@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audit import IMAGE_EXT
+from gan_inversion.data import IMAGE_SUFFIXES
+
 from .imageio import ImageDecodeError
 from .metrics import metrics_with_ci, plot_roc
 
@@ -18,7 +19,7 @@ TABLE_KEYS = ("auc", "ap", "eer", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "accurac
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXT)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def resolve_folders(real: str | None, fake: str | None, combined: str | None) -> tuple[Path, Path]:

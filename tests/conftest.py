@@ -79,3 +79,8 @@ def tiny_detector(tmp_path_factory):
                  cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5), cache_dir=d / "cache",
                  progress=False)
     return d, Detector.load(d / "det.json")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-examples", type=int, default=300,
+                     help="schemathesis cases (all operations, positive and negative) in tests/test_fuzz.py")

@@ -92,11 +92,15 @@ def test_every_bad_input_class_then_still_serving(client):
 
 
 def test_overload_gives_503_with_retry_after(client):
-    client.app.state.inflight = client.app.state.settings.max_inflight  # all slots taken
+    cap = client.app.state.capacity
+    holders = [object() for _ in range(client.app.state.settings.max_inflight)]
+    for h in holders:  # all scoring slots taken
+        client.portal.call(cap.acquire_on_behalf_of_nowait, h)
     r = client.post("/v1/detect", content=GOOD, headers={"content-type": "image/png"})
     _err(r, 503, "overloaded")
     assert r.headers["retry-after"] == "2"
-    client.app.state.inflight = 0
+    for h in holders:
+        client.portal.call(cap.release_on_behalf_of, h)
     assert client.post("/v1/detect", content=GOOD, headers={"content-type": "image/png"}).status_code == 200
 
 

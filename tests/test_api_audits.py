@@ -1,4 +1,6 @@
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.settings import Settings
-from detector.audit import AuditConfig, FileRow, open_db, run_audit
+from detector.audit import AuditConfig, FileRow, audit_id_for, open_db, run_audit
 
 
 def _media(root, n=4):
@@ -81,12 +83,12 @@ def test_unfinished_audit_resumes_on_start(tiny_detector, tmp_path):
         if calls["n"] == 2:
             raise AuditInterrupted("simulated restart")
 
+    cfg = AuditConfig(batch=1, confine_to=os.path.realpath(root))  # as the service starts its audits
     with pytest.raises(AuditInterrupted):
-        run_audit(engine, root / "f", detector=tiny_detector[1], cfg=AuditConfig(batch=1), progress=False,
-                  on_progress=stop_after_two)
+        run_audit(engine, root / "f", detector=tiny_detector[1], cfg=cfg, progress=False, on_progress=stop_after_two)
     with Session(engine) as s:
         assert s.scalar(select(func.count()).select_from(FileRow)) == 2
-    with TestClient(_app(tiny_detector, tmp_path, root)) as c:
-        aid = next(iter(c.app.state.audits.threads))  # resumed by the lifespan
+    aid = audit_id_for(Path(os.path.realpath(root / "f")), tiny_detector[1].model_id, cfg)
+    with TestClient(_app(tiny_detector, tmp_path, root)) as c:  # the lifespan queues it again
         p = _wait_done(c, aid)
         assert p["status"] == "done" and p["files_recorded"] == 7
