@@ -97,6 +97,17 @@ async def image_bytes(request: Request, settings: Settings) -> tuple[bytes, str]
                    f"content type {ctype!r}: send multipart/form-data (field 'file') or an image/* body")
 
 
+def plain_paths(routes) -> set[str]:
+    """The parameter-free paths among routes (included routers walked too)."""
+    out = set()
+    for r in routes:
+        path = getattr(r, "path", None)
+        if isinstance(path, str) and "{" not in path:
+            out.add(path)
+        out |= plain_paths(getattr(r, "routes", None) or [])
+    return out
+
+
 def create_app(settings: Settings | None = None, *, loader: Callable[[Settings], Detector] = default_loader) -> FastAPI:
     settings = settings or Settings()
     check_settings(settings)
@@ -122,7 +133,7 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
     metrics = app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(RequestGuard, timeout_s=settings.body_timeout_s, metrics=metrics,
-                       routes=lambda: {r.path for r in app.routes if "{" not in r.path},
+                       routes=lambda: plain_paths(app.routes),
                        body_limit=lambda path: settings.max_bytes + MULTIPART_OVERHEAD if path == DETECT_PATH
                        else JSON_BODY_LIMIT)
 
