@@ -290,7 +290,7 @@ def cmd_audit(args) -> int:
     loader = functools.partial(Detector.load, args.detector, device="cpu")
     det = Detector.load(args.detector, device=device)
     cfg = AuditConfig(workers=args.workers, frames_per_second=args.frames_per_second, crop_faces=args.crop == "faces",
-                      batch=args.batch)
+                      batch=args.batch, confine_to=str(Path(args.root).resolve()) if args.root else None)
     engine = open_db(args.db)
     if args.report_only:
         aid = audit_id_for(Path(args.folder).resolve(), det.model_id, cfg)
@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames-per-second", type=float, default=1.0, help="video sampling rate")
     s.add_argument("--crop", choices=("faces",), default=None, help="score face crops (Haar cascade) instead")
     s.add_argument("--report-only", action="store_true", help="rebuild the reports from the database, no scoring")
+    s.add_argument("--root", default=None,
+                   help="never read outside this folder: links leading out are skipped, as the service does "
+                        "(default: links are followed, loops cut)")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_audit)
@@ -457,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse and run a subcommand; domain errors become one line on stderr and exit status 2."""
     from detector.scoring import DetectorError
+    from detector.walk import OutsideRoot
     from gan_inversion.checkpoints import BundleError
     from gan_inversion.data import DataError
     from gan_inversion.perceptual import PerceptualUnavailable
@@ -465,7 +469,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (BundleError, DataError, PerceptualUnavailable, DetectorError, FileNotFoundError, NotADirectoryError,
-            KeyError, ValueError) as exc:
+            OutsideRoot, KeyError, ValueError) as exc:
         print(f"resynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

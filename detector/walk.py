@@ -32,8 +32,8 @@ class OutsideRoot(OSError):
     """A path (or the file actually opened) resolves outside the audit root."""
 
     def __init__(self, path: str | os.PathLike):
-        super().__init__(OUTSIDE)
-        self.strerror, self.filename = OUTSIDE, str(path)
+        super().__init__(f"{path}: {OUTSIDE}")
+        self.path = str(path)
 
 
 class Confinement:

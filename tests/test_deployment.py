@@ -9,19 +9,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_compose_file_validates():
+def test_compose_file_validates(tmp_path):
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose (Debian package) is installed by `make test`"
     r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    broken = ROOT / "tests" / "_broken-compose.yml"
+    broken = tmp_path / "broken-compose.yml"
     broken.write_text("services:\n  resynth:\n    ports: 8000\n    healthcheck: yes\n")
-    try:
-        r = subprocess.run([exe, "-f", str(broken), "config", "-q"], capture_output=True, text=True, timeout=120)
-        assert r.returncode != 0  # the validator really validates
-    finally:
-        broken.unlink()
+    r = subprocess.run([exe, "-f", str(broken), "config", "-q"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0  # the validator really validates
 
 
 def test_compose_service_shape():
@@ -29,6 +26,11 @@ def test_compose_service_shape():
     assert "/readyz" in " ".join(svc["healthcheck"]["test"])
     assert not str(svc["user"]).startswith("0")
     assert any(v.endswith(":ro") for v in svc["volumes"])
+    env = svc["environment"]  # audits confined to the mounted media, their database on a volume
+    assert any(v.startswith(env["RESYNTH_AUDIT_ROOT"] + ":") or f":{env['RESYNTH_AUDIT_ROOT']}:" in v
+               for v in svc["volumes"])
+    db_dir = env["RESYNTH_AUDIT_DB"].rsplit("/", 1)[0]
+    assert any(v.endswith(":" + db_dir) for v in svc["volumes"])
 
 
 def test_dockerfile_matches_readme_setup():

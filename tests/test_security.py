@@ -92,6 +92,18 @@ def test_confined_audit_reads_nothing_outside(tree, tiny_detector, tmp_path):
         run_audit(engine, secret, detector=tiny_detector[1], cfg=AuditConfig(confine_to=str(root)), progress=False)
 
 
+def test_cli_root_option(tree, tiny_detector, tmp_path, capsys):
+    from detector.cli import main
+
+    root, media, secret = tree
+    base = ["--db", str(tmp_path / "c.sqlite"), "--detector", str(tiny_detector[0] / "det.json"), "--device", "cpu"]
+    assert main(["audit", str(media), "--root", str(root), *base, "--out", str(tmp_path / "r.csv")]) == 0
+    csv = (tmp_path / "r.csv").read_text()
+    assert "dir_out,other,,,skipped,outside the audit root" in csv and "dir_out/shadow" not in csv
+    assert main(["audit", str(secret), "--root", str(root), *base]) == 2
+    assert "outside the audit root" in capsys.readouterr().err
+
+
 def test_link_swapped_in_during_the_audit(tmp_path, tiny_detector):
     root, secret = tmp_path / "root", tmp_path / "secret"
     _img(secret / "photo.png", 1)
