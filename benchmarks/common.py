@@ -9,10 +9,23 @@ import torch
 
 from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.data import load_fashion_mnist, to_float
+from gan_inversion.encoder import InvertConfig, invert
 from gan_inversion.metrics import generate
+from gan_inversion.projector import ProjectConfig, project
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def run_inversion(G, x: torch.Tensor, *, encoder, perceptual, steps: int, space: str, hybrid: bool,
+                  initial_lr: float = InvertConfig.initial_lr, w_std: float | None = None):
+    """One setting of the speed/accuracy frontier: hybrid inversion (the encoder's guess, then `steps` short
+    refinement steps; the detector's own API) or optimisation only (`steps` projector steps from w_avg, with
+    NVIDIA's latent-noise and learning-rate schedule). Returns the ProjectionResult."""
+    if hybrid:
+        return invert(G, x, encoder=encoder, perceptual=perceptual,
+                      cfg=InvertConfig(refine_steps=steps, space=space, initial_lr=initial_lr))[0]
+    return project(G, x, perceptual=perceptual, cfg=ProjectConfig(num_steps=steps, space=space), w_std=w_std)
 
 
 def eval_images(data_root, G, n_real: int, n_fake: int, *, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:

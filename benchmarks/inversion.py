@@ -23,11 +23,11 @@ from detector.cli import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROO
 from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import save_grid
-from gan_inversion.encoder import InvertConfig, invert, load_encoder
+from gan_inversion.encoder import load_encoder
 from gan_inversion.perceptual import build_perceptual, parse_backend_id
-from gan_inversion.projector import ProjectConfig, w_spread
+from gan_inversion.projector import w_spread
 
-from .common import RESULTS_DIR, eval_images, write_section
+from .common import RESULTS_DIR, eval_images, run_inversion, write_section
 
 
 def settings(n: int, quick: bool) -> list[dict]:
@@ -49,8 +49,6 @@ def _sync(device: torch.device) -> None:
 
 
 def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, n: int, batch: int, w_std: float):
-    cfg = InvertConfig(refine_steps=steps, project=ProjectConfig(space=space) if not enc else
-                       ProjectConfig(space=space, initial_lr=0.05, initial_noise_factor=0.0, lr_rampup_length=0.0))
     rows = {}
     t_total, count = 0.0, 0
     for name, imgs in (("real", reals[:n]), ("fake", fakes[:n])):
@@ -59,7 +57,7 @@ def run_setting(G, E, perc, reals, fakes, *, space: str, steps: int, enc: bool, 
             x = imgs[i:i + batch]
             _sync(x.device)
             t0 = time.perf_counter()
-            res, _ = invert(G, x, encoder=E if enc else None, perceptual=perc, cfg=cfg, w_std=w_std)
+            res = run_inversion(G, x, encoder=E, perceptual=perc, steps=steps, space=space, hybrid=enc, w_std=w_std)
             _sync(x.device)
             t_total += time.perf_counter() - t0
             count += len(x)

@@ -28,12 +28,12 @@ from detector.fit import EVAL_FAKE_SEED, FIT_FAKE_SEED, FeatureCache, features_f
 from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
-from gan_inversion.encoder import generator_fingerprint
+from gan_inversion.encoder import weights_fingerprint
 from gan_inversion.metrics import generate
 
 from . import generators
 from .baselines import CNNBaseline, SpectrumBaseline, feature_baselines
-from .common import RESULTS_DIR, write_section
+from .common import RESULTS_DIR, run_inversion, write_section
 
 CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
               "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02)}
@@ -69,9 +69,9 @@ def frontier(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, quick: 
     """Raw perceptual-distance AUC and ms/image of encoder-only, hybrid K and optimisation-only N (clean)."""
     from sklearn.metrics import roc_auc_score
 
-    from gan_inversion.encoder import InvertConfig, invert
-    from gan_inversion.projector import ProjectConfig
+    from gan_inversion.projector import w_spread
 
+    w_std = w_spread(det.G)
     settings = [("encoder only", True, 0), ("hybrid K=5", True, 5), ("hybrid K=10", True, 10),
                 ("hybrid K=25", True, 25), ("hybrid K=50", True, 50), ("optimisation N=100", False, 100),
                 ("optimisation N=300", False, 300)]
@@ -80,15 +80,12 @@ def frontier(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, quick: 
     space = det.feature_cfg.space
     rows = []
     for label, enc, steps in settings:
-        pcfg = (ProjectConfig(space=space, initial_lr=det.feature_cfg.initial_lr, initial_noise_factor=0.0,
-                              lr_rampup_length=0.0) if enc else ProjectConfig(space=space))
-        cfg = InvertConfig(refine_steps=steps, project=pcfg)
         d, t = [], 0.0
         for x in (reals, fakes):
             for i in range(0, len(x), 50):
                 t0 = time.perf_counter()
-                res, _ = invert(det.G, x[i:i + 50], encoder=det.encoder if enc else None,
-                                perceptual=det.perceptual, cfg=cfg, w_std=det.w_std)
+                res = run_inversion(det.G, x[i:i + 50], encoder=det.encoder, perceptual=det.perceptual, steps=steps,
+                                    space=space, hybrid=enc, initial_lr=det.feature_cfg.initial_lr, w_std=w_std)
                 t += time.perf_counter() - t0
                 d.append(det.perceptual(res.images, x[i:i + 50]))
         d = torch.cat(d).numpy()
@@ -105,7 +102,7 @@ def cost_floor(det: Detector) -> dict:
 
     x = quantize(generate(det.G, 1, seed=5))
     with FlopCounterMode(display=False) as fc:
-        extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg, w_std=det.w_std)
+        extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg)
     flops = fc.get_total_flops()
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a @ b
@@ -114,7 +111,7 @@ def cost_floor(det: Detector) -> dict:
         a @ b
     rate = 10 * 2 * 1024**3 / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg, w_std=det.w_std)
+    extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg)
     measured = time.perf_counter() - t0
     return {"flops_per_image": flops, "matmul_flops_per_s": rate, "floor_ms": 1000 * flops / rate,
             "measured_ms_batch1": 1000 * measured, "torch_threads": torch.get_num_threads()}
@@ -146,10 +143,10 @@ def main(argv=None) -> int:
     fakes = fake_sets(det, args.n, names)
     baselines = fit_baselines(det, args.n_fit, quick=args.quick)
     cache = FeatureCache(DEFAULT_CACHE,
-                         {"features": det.feature_cfg.to_dict(), "G": generator_fingerprint(det.G),
+                         {"features": det.feature_cfg.to_dict(), "G": weights_fingerprint(det.G),
                           "model_id": det.model_id, "perceptual": det.perceptual.backend_id})
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
-              batch=50, cache=cache, w_std=det.w_std)
+              batch=50, cache=cache)
 
     def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
         X, fnames = features_for(images, desc=desc, **kw)

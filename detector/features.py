@@ -16,26 +16,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gan_inversion.encoder import Encoder
+from gan_inversion.encoder import Encoder, InvertConfig, invert
 from gan_inversion.networks import Discriminator, Generator
 from gan_inversion.perceptual import PerceptualDistance
-from gan_inversion.projector import ProjectConfig, project
 
 FEATURE_VERSION = 1
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
-    refine_steps: int = 25       # projector steps after the encoder's guess
-    space: str = "W"             # refinement space (W separates reals from fakes better: benchmarks/RESULTS.md)
-    initial_lr: float = 0.05
-    pixel_weight: float = 1.0    # loss = perceptual + pixel_weight * MSE
-    seed: int = 0
-
-    def project_config(self) -> ProjectConfig:
-        return ProjectConfig(num_steps=self.refine_steps, space=self.space, initial_lr=self.initial_lr,
-                             initial_noise_factor=0.0, lr_rampup_length=0.0, pixel_weight=self.pixel_weight,
-                             seed=self.seed)
+class FeatureConfig(InvertConfig):
+    """The hybrid inversion the features are computed after (its settings: InvertConfig), as stored in a
+    detector file."""
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "version": FEATURE_VERSION}
@@ -77,16 +68,14 @@ def _d_features(D: Discriminator, x: torch.Tensor, rec: torch.Tensor) -> tuple[l
 
 
 def extract_features(G: Generator, D: Discriminator, encoder: Encoder | None, perceptual: PerceptualDistance,
-                     images: torch.Tensor, *, cfg: FeatureConfig = FeatureConfig(), w_std: float | None = None,
+                     images: torch.Tensor, *, cfg: FeatureConfig = FeatureConfig(),
                      explain: bool = False) -> FeatureBatch:
     """images [N, C, H, W] in [-1, 1] -> features [N, F] (float64) with their names."""
     N = images.shape[0]
     t0 = time.perf_counter()
-    with torch.no_grad():
-        ws0 = encoder(images) if encoder is not None else G.w_avg.view(1, 1, -1).expand(N, G.num_ws, -1).clone()
-    t1 = time.perf_counter()
-    res = project(G, images, perceptual=perceptual, cfg=cfg.project_config(), ws_init=ws0, w_std=w_std)
+    res, ws0 = invert(G, images, encoder=encoder, perceptual=perceptual, cfg=cfg)
     t2 = time.perf_counter()
+    t1 = t2 - res.timings["total_s"]  # the encoder's guess took the rest
     rec = res.images
     with torch.no_grad():
         diff = rec - images

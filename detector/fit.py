@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from gan_inversion.data import ImageDataset, to_float, to_uint8
-from gan_inversion.encoder import Encoder, generator_fingerprint
+from gan_inversion.encoder import Encoder, weights_fingerprint
+from gan_inversion.fileio import atomic_write, atomic_write_bytes
 from gan_inversion.metrics import generate
 from gan_inversion.networks import Discriminator, Generator
 from gan_inversion.perceptual import PerceptualDistance
-from gan_inversion.projector import w_spread
 
 from . import laundering
 from .classifier import ClassifierConfig, fit_classifier
@@ -63,20 +61,11 @@ class FeatureCache:
             return z["values"], [str(n) for n in z["names"]]
 
     def put(self, key: str, values: np.ndarray, names: list[str]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, values=values, names=np.asarray(names))
-            os.replace(tmp, self.folder / f"{key}.npz")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.folder / f"{key}.npz", lambda f: np.savez(f, values=values, names=np.asarray(names)))
 
 
 def features_for(images: torch.Tensor, *, G, D, encoder, perceptual, feature_cfg: FeatureConfig, batch: int,
-                 cache: FeatureCache | None, w_std: float, desc: str = "features", progress: bool = True
+                 cache: FeatureCache | None, desc: str = "features", progress: bool = True
                  ) -> tuple[np.ndarray, list[str]]:
     """Features of float images [N, C, H, W] (8-bit values), batch by batch, through the cache."""
     out, names = [], None
@@ -85,7 +74,7 @@ def features_for(images: torch.Tensor, *, G, D, encoder, perceptual, feature_cfg
         key = cache.key(to_uint8(x)) if cache else None
         hit = cache.get(key) if cache else None
         if hit is None:
-            fb = extract_features(G, D, encoder, perceptual, x, cfg=feature_cfg, w_std=w_std)
+            fb = extract_features(G, D, encoder, perceptual, x, cfg=feature_cfg)
             values, names = fb.values.numpy(), fb.names
             if cache:
                 cache.put(key, values, names)
@@ -113,15 +102,12 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     fake = quantize(generate(G, cfg.n_fake, seed=FIT_FAKE_SEED + cfg.seed, device=device))
     real, real_what = laundering.random_launder(real, prob=cfg.launder_prob, generator=g)
     fake, fake_what = laundering.random_launder(fake, prob=cfg.launder_prob, generator=g)
-    G_fp = generator_fingerprint(G)
-    enc_fp = None
-    if encoder is not None:
-        enc_fp = hashlib.sha256(b"".join(v.cpu().numpy().tobytes() for v in encoder.state_dict().values())).hexdigest()
+    G_fp = weights_fingerprint(G)
+    enc_fp = weights_fingerprint(encoder) if encoder is not None else None
     context = {"features": feature_cfg.to_dict(), "G": G_fp, "encoder": enc_fp, "perceptual": perceptual.backend_id}
     cache = FeatureCache(cache_dir, context) if cache_dir else None
-    w_std = w_spread(G)
     kw = dict(G=G, D=D, encoder=encoder, perceptual=perceptual, feature_cfg=feature_cfg, batch=cfg.batch,
-              cache=cache, w_std=w_std, progress=progress)
+              cache=cache, progress=progress)
     X_real, names = features_for(real.to(device), desc="real features", **kw)
     X_fake, _ = features_for(fake.to(device), desc="fake features", **kw)
     X = np.concatenate([X_real, X_fake])
@@ -133,7 +119,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         "format": DETECTOR_FORMAT, "format_version": DETECTOR_VERSION,
         "model_id": f"{Path(bundle_file).stem}-{G_fp[:8]}-{clf_fp[:8]}",
         "bundle": {"file": bundle_file, "generator_fingerprint": G_fp},
-        "encoder": {"file": encoder_file} if encoder_file else None,
+        "encoder": {"file": encoder_file, "fingerprint": enc_fp} if encoder_file else None,
         "perceptual": perceptual.backend_id,
         "features": feature_cfg.to_dict(),
         "classifier": spec_clf,
@@ -150,11 +136,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
 
 def write_spec(path: str | Path, spec: dict) -> None:
     """Write a detector file atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(spec, indent=1))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(spec, indent=1).encode())
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
@@ -176,11 +158,11 @@ def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batc
     G = detector.G
     real = to_float(test_reals.images[:n])
     fake = quantize(generate(G, n, seed=EVAL_FAKE_SEED, device=detector.device))
-    context = {"features": detector.feature_cfg.to_dict(), "G": generator_fingerprint(G),
+    context = {"features": detector.feature_cfg.to_dict(), "G": weights_fingerprint(G),
                "model_id": detector.model_id, "perceptual": detector.perceptual.backend_id}
     cache = FeatureCache(cache_dir, context) if cache_dir else None
     kw = dict(G=G, D=detector.D, encoder=detector.encoder, perceptual=detector.perceptual,
-              feature_cfg=detector.feature_cfg, batch=batch, cache=cache, w_std=detector.w_std, progress=progress)
+              feature_cfg=detector.feature_cfg, batch=batch, cache=cache, progress=progress)
     out = {}
     for name, cond in conditions.items():
         r, f = (real, fake) if cond is None else (laundering.apply(real, *cond), laundering.apply(fake, *cond))

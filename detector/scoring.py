@@ -19,9 +19,8 @@ import torch
 
 from gan_inversion.checkpoints import BundleError, load_bundle
 from gan_inversion.data import to_uint8
-from gan_inversion.encoder import generator_fingerprint, load_encoder
+from gan_inversion.encoder import load_encoder, weights_fingerprint
 from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
-from gan_inversion.projector import w_spread
 
 from .classifier import JsonClassifier
 from .features import FeatureConfig, extract_features
@@ -104,7 +103,6 @@ class Detector:
         # perceptual distance seen in fitting.
         names = spec["classifier"]["feature_names"]
         self._perc_vmax = 2.0 * float(self._hi[names.index("perc_total")]) if len(self._hi) else None
-        self.w_std = w_spread(self.G)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -128,7 +126,7 @@ class Detector:
             bundle = load_bundle(base / spec["bundle"]["file"], device=device, require_D=True)
         except BundleError as exc:
             raise DetectorError(str(exc)) from exc
-        if generator_fingerprint(bundle.G_ema) != spec["bundle"]["generator_fingerprint"]:
+        if weights_fingerprint(bundle.G_ema) != spec["bundle"]["generator_fingerprint"]:
             raise DetectorError(f"{path}: fitted for another generator than {spec['bundle']['file']}")
         encoder = None
         if spec.get("encoder"):
@@ -136,6 +134,13 @@ class Detector:
                 encoder, _ = load_encoder(base / spec["encoder"]["file"], G=bundle.G_ema, device=device)
             except BundleError as exc:
                 raise DetectorError(str(exc)) from exc
+            recorded = spec["encoder"].get("fingerprint")
+            if recorded is None:
+                raise DetectorError(f"{path}: records no fingerprint for its encoder {spec['encoder']['file']}; "
+                                    "refit the detector (resynth fit)")
+            if weights_fingerprint(encoder) != recorded:
+                raise DetectorError(f"{path}: fitted with another encoder than {spec['encoder']['file']} "
+                                    "(fingerprint differs); use the encoder it was fitted with, or refit")
         if perceptual is None:
             name, size = parse_backend_id(spec["perceptual"])
             perceptual = build_perceptual(name, input_size=size)
@@ -184,7 +189,7 @@ class Detector:
         """images [N, C, H, W] in [-1, 1] (already the model's input)."""
         N = images.shape[0]
         fb = extract_features(self.G, self.D, self.encoder, self.perceptual, images.to(self.device),
-                              cfg=self.feature_cfg, w_std=self.w_std, explain=explain)
+                              cfg=self.feature_cfg, explain=explain)
         if fb.names != self.classifier.feature_names:
             raise DetectorError("feature names differ from those the classifier was fitted on")
         t0 = time.perf_counter()

@@ -14,7 +14,6 @@ never opened (non-blocking open, then a regular-file check on the descriptor).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gan_inversion.data import IMAGE_SUFFIXES
+from gan_inversion.fileio import sha256_file
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 OUTSIDE = "outside the audit root"
@@ -96,11 +96,8 @@ def read_media(path: str | os.PathLike, guard: Confinement | None) -> bytes:
 
 def file_hash(path: str | os.PathLike, guard: Confinement | None = None) -> str:
     """SHA-256 of a file's content, read in 1 MiB chunks."""
-    h = hashlib.sha256()
     with open_media(path, guard) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_file(f)
 
 
 @dataclass

@@ -17,15 +17,13 @@ Third-party formats are converted in `legacy.py`, never here.
 from __future__ import annotations
 
 import copy
-import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .fileio import atomic_write
 from .networks import Discriminator, Generator
 
 FORMAT = "resynth-stylegan2"
@@ -46,7 +44,6 @@ class Bundle:
     data: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     path: str | None = None
-    sha256: str | None = None
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -106,29 +103,11 @@ def atomic_save(obj, path: str | Path) -> None:
 
     Tensors are stored on the CPU (a file written on a GPU machine loads anywhere)."""
     obj = _to_cpu(obj)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_bundle(path: str | Path, **kwargs) -> None:
     atomic_save(bundle_dict(**kwargs), path)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -203,5 +182,4 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu", require
     """Load a bundle (or training checkpoint) for inference: eval mode, no grads, float32 on `device`."""
     obj = read_checkpoint(path)
     bundle = bundle_from_dict(obj, path=path, require_D=require_D)
-    bundle.sha256 = file_sha256(path)
     return bundle.to(device)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .fileio import atomic_write
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                 "t10k-labels-idx1-ubyte")
@@ -50,12 +52,9 @@ def prepare_fashion_mnist(root: str | Path, *, debian_dir: Path = DEBIAN_FASHION
     if all((raw / name).is_file() for name in FMNIST_FILES):
         return raw
     if all((debian_dir / f"{name}.gz").is_file() for name in FMNIST_FILES):
-        raw.mkdir(parents=True, exist_ok=True)
         for name in FMNIST_FILES:
-            tmp = raw / f".{name}.tmp"
-            with gzip.open(debian_dir / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            tmp.replace(raw / name)
+            with gzip.open(debian_dir / f"{name}.gz", "rb") as src:
+                atomic_write(raw / name, lambda dst, src=src: shutil.copyfileobj(src, dst))
         return raw
     if not download:
         raise DataError(f"Fashion-MNIST not found under {raw} nor {debian_dir}; run `make data` "

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import Bundle, BundleError, bundle_dict, bundle_from_dict, file_sha256
+from .checkpoints import Bundle, BundleError, bundle_dict, bundle_from_dict
 from .data import FIT_FRAMING
+from .fileio import sha256_file
 from .networks import Discriminator, Generator, channels_at
 
 
@@ -152,7 +153,7 @@ def convert_rosinality(path: str | Path, *, w_avg_samples: int = 10_000, seed: i
             net.mapping.w_avg.copy_(w_avg)
     data = {"name": "unknown (converted)", "fingerprint": None, "resolution": G_ema.img_resolution,
             "channels": G_ema.img_channels, "framing": dict(FIT_FRAMING)}
-    meta = {"source": "rosinality/stylegan2-pytorch", "source_file": path.name, "source_sha256": file_sha256(path),
+    meta = {"source": "rosinality/stylegan2-pytorch", "source_file": path.name, "source_sha256": sha256_file(path),
             "w_avg_source": w_src}
     return bundle_dict(G_ema=G_ema, G=G, D=D, data=data, meta=meta,
                        progress={"kimg": 0.0, "step": int(obj.get("step", 0) or 0)})

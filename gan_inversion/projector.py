@@ -101,7 +101,8 @@ def project(
     """Project target images [N, C, H, W] in [-1, 1] into G's latent space.
 
     ws_init: starting latents [N, num_ws, w_dim] (e.g. from the encoder); default w_avg. In W space the
-    start is their mean over layers. w_std: spread of w (computed from G if not given).
+    start is their mean over layers. w_std: spread of w, which scales the latent noise (computed from G when
+    the config asks for latent noise and it is not given).
     """
     t0 = time.perf_counter()
     syn = G.synthesis
@@ -111,7 +112,7 @@ def project(
                          f"got {list(target.shape)}")
     device = target.device
     target = target.detach()
-    if w_std is None:
+    if w_std is None and cfg.initial_noise_factor > 0:
         w_std = w_spread(G, num_samples=cfg.w_std_samples)
     if ws_init is None:
         ws_init = G.w_avg.detach().view(1, 1, -1).expand(N, G.num_ws, -1)
@@ -140,15 +141,18 @@ def project(
     history = []
     for step in range(cfg.num_steps):
         t = step / cfg.num_steps
-        noise_strength = w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
+        noise_strength = cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
         lr_ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown_length)
         lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
         lr_ramp = lr_ramp * min(1.0, t / cfg.lr_rampup_length) if cfg.lr_rampup_length > 0 else lr_ramp
         for group in opt.param_groups:
             group["lr"] = cfg.initial_lr * lr_ramp
 
-        w_noise = _per_image_randn(gens, tuple(latent.shape[1:]), device) * noise_strength
-        img = synth(to_ws(latent + w_noise))
+        if noise_strength > 0:  # latent noise (optimisation from w_avg); none in the hybrid refinement
+            latent_in = latent + _per_image_randn(gens, tuple(latent.shape[1:]), device) * (w_std * noise_strength)
+        else:
+            latent_in = latent
+        img = synth(to_ws(latent_in))
         per_image = reconstruction_loss(perceptual, img, target, cfg.pixel_weight)
         history.append(per_image.detach().cpu())
         total = per_image

@@ -29,7 +29,7 @@ def test_round_trip(bundle_path):
     assert torch.equal(b.w_avg, G_ema.w_avg)
     assert b.progress == {"kimg": 1.5, "step": 47}
     assert b.framing["native_resolution"] == 12
-    assert b.arch["G"]["channel_max"] == 8 and len(b.sha256) == 64
+    assert b.arch["G"]["channel_max"] == 8
     assert not any(p.requires_grad for p in b.G_ema.parameters())
 
 

@@ -165,11 +165,48 @@ def test_backend_mismatch_is_an_error(tiny_detector):
         Detector.load(path / "junk.json")
 
 
-def test_feature_cache_is_used(tiny_detector):
+def test_swapped_encoder_is_refused(tiny_detector, tmp_path):
+    import shutil
+
+    from gan_inversion.checkpoints import atomic_save, read_checkpoint
+
     path, _ = tiny_detector
-    files = list((path / "cache").glob("*.npz"))
-    assert len(files) == 4  # 2 batches of reals + 2 of fakes
-    assert not list((path / "cache").glob("*.tmp"))
+    for name in ("g.pt", "det.json"):
+        shutil.copy(path / name, tmp_path / name)
+    enc = read_checkpoint(path / "e.pt")
+    key = next(k for k, v in enc["state_dict"].items() if v.is_floating_point())
+    enc["state_dict"][key] = enc["state_dict"][key] + 0.01  # same generator, same architecture, other weights
+    atomic_save(enc, tmp_path / "e.pt")
+    with pytest.raises(DetectorError, match="another encoder than e.pt"):
+        Detector.load(tmp_path / "det.json")
+    spec = json.loads((tmp_path / "det.json").read_text())
+    del spec["encoder"]["fingerprint"]
+    (tmp_path / "det.json").write_text(json.dumps(spec))
+    with pytest.raises(DetectorError, match="no fingerprint for its encoder"):
+        Detector.load(tmp_path / "det.json")
+
+
+def test_feature_cache_hits_and_misses(tiny_detector, tmp_path, monkeypatch):
+    from detector import fit
+
+    path, det = tiny_detector
+    assert len(list((path / "cache").glob("*.npz"))) == 4 and not list((path / "cache").glob("*.tmp"))
+    x = fit.quantize(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
+              batch=3, progress=False)
+    first, names = fit.features_for(x, cache=fit.FeatureCache(tmp_path, {"ctx": 1}), **kw)
+
+    def miss(*a, **k):
+        raise AssertionError("features recomputed")
+
+    monkeypatch.setattr(fit, "extract_features", miss)
+    again, names2 = fit.features_for(x, cache=fit.FeatureCache(tmp_path, {"ctx": 1}), **kw)  # a hit
+    np.testing.assert_array_equal(first, again)
+    assert names2 == names
+    with pytest.raises(AssertionError, match="recomputed"):  # another context (model, settings): a miss
+        fit.features_for(x, cache=fit.FeatureCache(tmp_path, {"ctx": 2}), **kw)
+    with pytest.raises(AssertionError, match="recomputed"):  # other pixels: a miss
+        fit.features_for(fit.quantize(x.flip(-1)), cache=fit.FeatureCache(tmp_path, {"ctx": 1}), **kw)
 
 
 def test_binary_metrics():

@@ -7,12 +7,11 @@ from gan_inversion.encoder import (
     EncoderTrainConfig,
     InvertConfig,
     encoder_for,
-    generator_fingerprint,
     invert,
     load_encoder,
     train_encoder,
+    weights_fingerprint,
 )
-from gan_inversion.projector import ProjectConfig
 
 from .conftest import TINY_G, make_G
 
@@ -76,7 +75,7 @@ def test_init_from_an_encoder_of_another_generator(tmp_path, G, reals, perc):
     new = train_encoder(tmp_path / "new.pt", G2, reals, perceptual=perc, cfg=cfg, init_from=old, progress=False)
     E_old, _ = load_encoder(old)
     E_new, info = load_encoder(new, G=G2)
-    assert info["init_from"]["generator_fingerprint"] == generator_fingerprint(G)
+    assert info["init_from"]["generator_fingerprint"] == weights_fingerprint(G)
     assert info["init_from"]["steps"] == CFG.steps
     # lr 0: the weights are the old encoder's, the offsets now start from G2's w_avg.
     assert torch.allclose(E_new.w_avg, G2.w_avg.float().half().float(), atol=1e-3)
@@ -91,7 +90,7 @@ def test_init_from_an_encoder_of_another_generator(tmp_path, G, reals, perc):
 def test_encoder_refuses_other_generator(tmp_path, G, reals, perc):
     path = train_encoder(tmp_path / "e.pt", G, reals, perceptual=perc, cfg=CFG, max_steps=1, progress=False)
     other = make_G(seed=5)
-    assert generator_fingerprint(other) != generator_fingerprint(G)
+    assert weights_fingerprint(other) != weights_fingerprint(G)
     with pytest.raises(BundleError, match="another generator"):
         load_encoder(path, G=other)
     with pytest.raises(BundleError, match="another generator"):
@@ -102,7 +101,7 @@ def test_hybrid_inversion_improves_on_encoder(G, perc):
     E = encoder_for(G).eval()
     with torch.no_grad():
         target = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3)))
-    cfg = InvertConfig(refine_steps=20, project=ProjectConfig(initial_lr=0.05, space="W+", w_std_samples=100))
+    cfg = InvertConfig(refine_steps=20, space="W+")
     res, ws0 = invert(G, target, encoder=E, perceptual=perc, cfg=cfg)
     assert torch.allclose(ws0, G.w_avg.expand_as(ws0))
     assert (res.final_loss < res.loss_history[0]).all()
