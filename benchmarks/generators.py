@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from detector.cli import DEFAULT_DATA, PRESETS
-from gan_inversion.checkpoints import atomic_save, load_bundle, read_checkpoint
+from gan_inversion.checkpoints import atomic_save, half_state, load_bundle, load_float_state, read_checkpoint
 from gan_inversion.data import load_fashion_mnist, save_grid, to_float
 from gan_inversion.metrics import generate
 
@@ -132,7 +132,7 @@ def train_vae(*, epochs: int = 10, batch: int = 128, seed: int = 0, beta: float 
 
 def _save(name: str, net: nn.Module, info: dict) -> Path:
     path = HERE / f"{name}.pt"
-    sd = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    sd = half_state(net)
     atomic_save({"format": "resynth-benchmark-generator", "name": name, "arch": dict(net.init_kwargs),
                  "state_dict": sd, "info": info}, path)
     with torch.no_grad():
@@ -170,7 +170,7 @@ def load_generator(name: str):
     else:
         obj = read_checkpoint(HERE / f"{name}.pt")
         net = {"dcgan": DCGANGenerator, "vae": VAE}[name](**obj["arch"])
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()})
+        load_float_state(net, obj["state_dict"])
         net.eval().requires_grad_(False)
     _CACHE[name] = net
     return net

@@ -65,8 +65,19 @@ def arch_of(G: Generator, D: Discriminator | None) -> dict:
 
 
 def _cast_sd(sd: dict, dtype: torch.dtype | None) -> dict:
+    """A state dict on the CPU, its floating-point tensors cast to `dtype` (fp16 for slim files) if given."""
     return {k: (v.detach().to("cpu", dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
             for k, v in sd.items()}
+
+
+def half_state(net: torch.nn.Module) -> dict:
+    return _cast_sd(net.state_dict(), torch.float16)
+
+
+def load_float_state(net: torch.nn.Module, sd: dict, *, strict: bool = True) -> torch.nn.Module:
+    """Load a state dict stored in any float precision (fp16 files included) into a float32 network."""
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=strict)
+    return net
 
 
 def bundle_dict(*, G_ema: Generator, G: Generator | None = None, D: Discriminator | None = None,
@@ -138,7 +149,7 @@ def _build(cls, kwargs: dict, sd: dict, what: str, path) -> torch.nn.Module:
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{path}: invalid {what} architecture {kwargs}: {exc}") from exc
     try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+        load_float_state(net, sd)
     except RuntimeError as exc:
         raise BundleError(f"{path}: {what} weights do not match its architecture: {exc}") from exc
     return net.eval().requires_grad_(False)

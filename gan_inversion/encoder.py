@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoints import BundleError, atomic_save, read_checkpoint
+from .checkpoints import BundleError, atomic_save, half_state, load_float_state, read_checkpoint
 from .data import ImageDataset, to_float
 from .networks import Generator, channels_at, style_mix
 from .perceptual import PerceptualDistance
@@ -117,7 +117,7 @@ def _save_encoder(path: Path, E: Encoder, *, G_fp: str, backend: str, cfg: Encod
                   init_from: dict | None = None) -> None:
     finished = step >= cfg.steps
     # A finished encoder is stored slim (fp16, no optimizer state); a run extended later restarts Adam.
-    sd = {k: v.half() if finished and v.is_floating_point() else v for k, v in E.state_dict().items()}
+    sd = half_state(E) if finished else E.state_dict()
     obj = {"format": ENCODER_FORMAT, "arch": dict(E.init_kwargs), "state_dict": sd,
            "generator_fingerprint": G_fp, "perceptual": backend, "config": dataclasses.asdict(cfg),
            "step": step, "elapsed_s": elapsed_s, "metrics": dict(metrics)}
@@ -138,8 +138,7 @@ def load_encoder(path: str | Path, *, G: Generator | None = None, device="cpu") 
                           f"(fingerprint {obj['generator_fingerprint'][:12]}…)")
     E = Encoder(**obj["arch"])
     try:
-        E.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()},
-                          strict=True)
+        load_float_state(E, obj["state_dict"])
     except RuntimeError as exc:
         raise BundleError(f"{path}: encoder weights do not match its architecture: {exc}") from exc
     info = {k: obj[k] for k in ("generator_fingerprint", "perceptual", "config", "step", "elapsed_s", "metrics")}
@@ -185,7 +184,7 @@ def train_encoder(
         if {k: v for k, v in (obj.get("config") or {}).items() if k != "steps"} != same \
                 or obj.get("perceptual") != perceptual.backend_id:
             raise BundleError(f"{path}: existing encoder used another config or perceptual backend; use a new path")
-        E.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()})
+        load_float_state(E, obj["state_dict"])
         if "opt" in obj:
             opt.load_state_dict(obj["opt"])
         step, elapsed0 = obj["step"], obj.get("elapsed_s", 0.0)
