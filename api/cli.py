@@ -20,16 +20,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def build_parser():
-    parser = detector_cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
+def add_serve(sub) -> None:
     s = sub.add_parser("serve", help="run the HTTP service (settings from RESYNTH_* environment variables)")
     s.add_argument("--host", default=None, help="default RESYNTH_HOST or 127.0.0.1")
     s.add_argument("--port", type=int, default=None, help="default RESYNTH_PORT or 8000")
     s.add_argument("--detector", default=None, help="default RESYNTH_DETECTOR or the embedded model")
     s.add_argument("--device", default=None)
     s.set_defaults(func=cmd_serve)
-    return parser
+
+
+def build_parser():
+    return detector_cli.build_parser(extra=(add_serve,))
 
 
 def main(argv: list[str] | None = None) -> int:

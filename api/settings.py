@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from gan_inversion.defaults import DEFAULT_DETECTOR
 
 
 @dataclass(frozen=True)
 class Settings:
-    detector: str = str(REPO_ROOT / "models" / "fmnist32_detector.json")  # RESYNTH_DETECTOR
+    detector: str = str(DEFAULT_DETECTOR)  # RESYNTH_DETECTOR
     device: str = "auto"                   # RESYNTH_DEVICE: auto | cpu | cuda
     max_bytes: int = 10 * 2**20            # RESYNTH_MAX_BYTES: largest accepted request body
     max_pixels: int = 40_000_000           # RESYNTH_MAX_PIXELS: largest accepted image (width x height)

@@ -28,10 +28,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from detector.cli import DEFAULT_DATA
 from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import load_fashion_mnist, to_uint8
+from gan_inversion.defaults import DEFAULT_DATA
 
 from .common import RESULTS_DIR, write_section
 

@@ -22,10 +22,10 @@ import cv2
 from PIL import Image
 
 from detector.audit import AuditConfig, open_db, run_audit
-from detector.cli import DEFAULT_DATA, DEFAULT_DETECTOR
 from detector.fit import EVAL_FAKE_SEED
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_uint8
+from gan_inversion.defaults import DEFAULT_DATA, DEFAULT_DETECTOR
 from gan_inversion.metrics import generate
 
 from .common import RESULTS_DIR, write_section

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from detector.cli import DEFAULT_DATA, PRESETS
 from gan_inversion.checkpoints import atomic_save, half_state, load_bundle, load_float_state, read_checkpoint
 from gan_inversion.data import load_fashion_mnist, save_grid, to_float
+from gan_inversion.defaults import DEFAULT_DATA
 from gan_inversion.metrics import generate
+from gan_inversion.presets import PRESETS
 
 HERE = Path(__file__).resolve().parent / "generators"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from sklearn.metrics import roc_auc_score
 
-from detector.cli import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT, pick_device
 from detector.fit import EVAL_FAKE_SEED
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import save_grid
+from gan_inversion.defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT, pick_device
 from gan_inversion.encoder import load_encoder
 from gan_inversion.perceptual import build_perceptual, parse_backend_id
 from gan_inversion.projector import w_spread

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from detector import laundering
-from detector.cli import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
 from detector.features import extract_features
 from detector.fit import EVAL_FAKE_SEED, FIT_FAKE_SEED, FeatureCache, features_for, quantize
 from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
+from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
 from gan_inversion.encoder import weights_fingerprint
 from gan_inversion.metrics import generate
 

@@ -54,13 +54,13 @@ def test_convert_and_export(tmp_path, capsys):
 
 def test_train_resume_from_a_copied_checkpoint(tmp_path, monkeypatch):
     """`--resume-from` seeds an empty run folder from a checkpoint kept elsewhere (e.g. committed)."""
-    import detector.cli as cli
     from gan_inversion.data import ImageDataset
+    from gan_inversion.presets import PRESETS
 
     images = torch.randint(0, 256, (16, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     monkeypatch.setattr("gan_inversion.data.load_fashion_mnist",
                         lambda *a, **k: ImageDataset(images=images, name="toy"))
-    monkeypatch.setitem(cli.PRESETS, "tiny", {"G": dict(z_dim=8, w_dim=8, img_resolution=16, img_channels=1,
+    monkeypatch.setitem(PRESETS, "tiny", {"G": dict(z_dim=8, w_dim=8, img_resolution=16, img_channels=1,
                                                         mapping_layers=2, channel_base=64, channel_max=8),
                                               "D": dict(img_resolution=16, img_channels=1, channel_base=64,
                                                         channel_max=8)})

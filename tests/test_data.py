@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-from detector.cli import DEFAULT_DATA
 from gan_inversion.data import (
     DataError,
     fashion_mnist_framing,
@@ -17,6 +16,7 @@ from gan_inversion.data import (
     to_float,
     to_uint8,
 )
+from gan_inversion.defaults import DEFAULT_DATA
 
 
 def test_framing_centres_without_stretching():

@@ -1,0 +1,27 @@
+"""Where the embedded default lives, and which device to use: defined here once for every command and service.
+
+Core functions take paths and devices as arguments; only command-line defaults and the service's settings
+read these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS = REPO_ROOT / "models"
+DEFAULT_BUNDLE = MODELS / "fmnist32.pt"
+DEFAULT_ENCODER = MODELS / "fmnist32_encoder.pt"
+DEFAULT_DETECTOR = MODELS / "fmnist32_detector.json"
+DEFAULT_FID_NET = MODELS / "fmnist_fid_net.pt"
+DEFAULT_DATA = REPO_ROOT / "data"
+DEFAULT_CACHE = REPO_ROOT / ".cache" / "features"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' (CUDA when present, else CPU), or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
