@@ -7,7 +7,7 @@ slots with detections (`RESYNTH_MAX_INFLIGHT`): at most `RESYNTH_MAX_AUDITS` run
 `RESYNTH_AUDIT_QUEUE` wait for a slot, and any further request gets 503 with Retry-After.
 
 Audits run in worker threads of the server process, write into the audit database as they go, and are
-resumed (queued first) when the server starts again; their work so far is kept (see detector/audit.py).
+resumed (queued first) when the server starts again; their work so far is kept (see detector/audit/).
 """
 
 from __future__ import annotations

@@ -222,8 +222,8 @@ def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse and run a subcommand; domain errors become one line on stderr and exit status 2."""
+    from detector.audit.walk import OutsideRoot
     from detector.scoring import DetectorError
-    from detector.walk import OutsideRoot
     from gan_inversion.checkpoints import BundleError
     from gan_inversion.data import DataError
     from gan_inversion.perceptual import PerceptualUnavailable

@@ -169,3 +169,52 @@ def test_cli_audit_and_report_only(tiny_detector, tmp_path, capsys):
     assert main(["audit", *base, "--report-only", "--out", str(tmp_path / "r.csv")]) == 0
     assert "x.png" in (tmp_path / "r.csv").read_text()
     assert main(["audit", str(tmp_path / "nowhere"), "--db", db, "--detector", str(folder / "det.json")]) == 2
+
+
+def test_planning_without_a_database(media, tmp_path):
+    """The planner alone: skips with reasons, duplicates of known content, one batch per `batch` new images,
+    one task per video, and a second copy of queued content waiting for the first one's outcome."""
+    from detector.audit.run import Duplicate, ImageTask, Planner, Skip, VideoTask
+    from detector.audit.walk import file_hash
+
+    known = {file_hash(media / "nested" / "deep" / "b.png")}
+    planner = Planner(AuditConfig(batch=2), known)
+    steps = list(planner.plan(walk_media(media)))
+    skips = {s.entry.rel: s.reason for s in steps if isinstance(s, Skip)}
+    assert skips["notes.txt"] == "not a media file" and "loop" in skips["loop"]
+    assert [d.entry.rel for d in steps if isinstance(d, Duplicate)] == ["nested/deep/b.png"]
+    images = [t for t in steps if isinstance(t, ImageTask)]
+    videos = [t for t in steps if isinstance(t, VideoTask)]
+    assert [len(t.items) for t in images] == [2]  # a.png and broken.jpg; the copy of a.png waits
+    assert {Path(v.path).name for v in videos} == {"bad.mp4", "clip.avi"}
+    h_a = file_hash(media / "a.png")
+    assert [e.rel for e in planner.pending[h_a]] == ["a.png", "nested/copy_of_a.png"]
+
+
+def test_video_frames_are_inverted_once(media, tiny_detector):
+    """Every sampled frame goes through the detector exactly once; the worst frame's evidence is reused."""
+    from detector.audit.run import VideoTask, score_task
+    from detector.audit.walk import file_hash
+
+    det = tiny_detector[1]
+    calls = {"images": 0, "score": 0}
+
+    class Counting:
+        classifier, model_id = det.classifier, det.model_id
+
+        def prepare(self, *a, **k):
+            return det.prepare(*a, **k)
+
+        def score_tensors(self, images, **k):
+            calls["images"] += len(images)
+            return det.score_tensors(images, **k)
+
+        def score(self, *a, **k):
+            calls["score"] += 1
+            return det.score(*a, **k)
+
+    path = media / "clip.avi"
+    (out,) = score_task(VideoTask(file_hash(path), str(path)), AuditConfig(frames_per_second=3, batch=4), Counting())
+    assert out.ok and out.summary["frames"] == 6
+    assert calls == {"images": 6, "score": 0}
+    assert out.thumbnail.startswith(b"\x89PNG") and out.heatmap.startswith(b"\x89PNG")

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.settings import Settings
-from detector import walk
-from detector.audit import AuditConfig, ResultRow, audit_rows, open_db, run_audit
-from detector.walk import OUTSIDE, Confinement, OutsideRoot, file_hash, walk_media
+from detector.audit import AuditConfig, ResultRow, audit_rows, open_db, run_audit, walk
+from detector.audit.walk import OUTSIDE, Confinement, OutsideRoot, file_hash, walk_media
 
 ROOT = Path(__file__).resolve().parent.parent
 
