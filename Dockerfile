@@ -1,5 +1,6 @@
 # resynth HTTP service on the embedded default model.
-# The set-up is the README's: `make setup` (venv, packages, offline perceptual weights), then `resynth serve`.
+# The set-up is the README's `make setup` (venv, packages, offline perceptual weights) without the dev extras,
+# then `resynth serve`.
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
@@ -17,7 +18,7 @@ COPY gan_inversion ./gan_inversion
 COPY detector ./detector
 COPY api ./api
 COPY models ./models
-RUN make setup
+RUN make setup EXTRAS=
 
 # No root process in the container.
 RUN useradd --uid 10001 --create-home resynth && chown -R resynth:resynth /app

