@@ -267,8 +267,9 @@ class InvertConfig:
 
 
 def invert(G: Generator, target: torch.Tensor, *, encoder: Encoder | None, perceptual: PerceptualDistance,
-           cfg: InvertConfig = InvertConfig()) -> tuple[ProjectionResult, torch.Tensor]:
-    """Hybrid inversion: the encoder's first guess, then `cfg.refine_steps` projector steps.
+           cfg: InvertConfig = InvertConfig(), degradation=None) -> tuple[ProjectionResult, torch.Tensor]:
+    """Hybrid inversion: the encoder's first guess, then `cfg.refine_steps` projector steps (with an optional
+    degradation model in the loss: gan_inversion.degradation).
 
     Returns (result, ws of the first guess [N, num_ws, w_dim]); without an encoder the guess is w_avg.
     """
@@ -277,4 +278,5 @@ def invert(G: Generator, target: torch.Tensor, *, encoder: Encoder | None, perce
             ws0 = encoder(target)
         else:
             ws0 = G.w_avg.view(1, 1, -1).expand(target.shape[0], G.num_ws, -1).clone()
-    return project(G, target, perceptual=perceptual, cfg=cfg.project_config(), ws_init=ws0), ws0
+    return project(G, target, perceptual=perceptual, cfg=cfg.project_config(), ws_init=ws0,
+                   degradation=degradation), ws0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -97,13 +98,17 @@ def project(
     cfg: ProjectConfig = ProjectConfig(),
     ws_init: torch.Tensor | None = None,
     w_std: float | None = None,
+    degradation: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ProjectionResult:
     """Project target images [N, C, H, W] in [-1, 1] into G's latent space.
 
     ws_init: starting latents [N, num_ws, w_dim] (e.g. from the encoder); default w_avg. In W space the
     start is their mean over layers. w_std: spread of w, which scales the latent noise (computed from G when
-    the config asks for latent noise and it is not given).
+    the config asks for latent noise and it is not given). degradation: a differentiable image -> image map
+    (gan_inversion.degradation) applied to the synthesis before the loss, so the target is explained as
+    degradation(G(w)); the returned images stay G(w).
     """
+    degrade = degradation if degradation is not None else (lambda x: x)
     t0 = time.perf_counter()
     syn = G.synthesis
     N = target.shape[0]
@@ -153,7 +158,7 @@ def project(
         else:
             latent_in = latent
         img = synth(to_ws(latent_in))
-        per_image = reconstruction_loss(perceptual, img, target, cfg.pixel_weight)
+        per_image = reconstruction_loss(perceptual, degrade(img), target, cfg.pixel_weight)
         history.append(per_image.detach().cpu())
         total = per_image
         if noise is not None:
@@ -170,7 +175,7 @@ def project(
     with torch.no_grad():
         ws = to_ws(latent.detach())
         images = synth(ws)
-        final = reconstruction_loss(perceptual, images, target, cfg.pixel_weight)
+        final = reconstruction_loss(perceptual, degrade(images), target, cfg.pixel_weight)
     elapsed = time.perf_counter() - t0
     return ProjectionResult(
         ws=ws, images=images, final_loss=final.cpu(),
