@@ -126,6 +126,28 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from detector.calibrate import calibrate, score_folder
+    from detector.fit import write_spec
+    from detector.roc import list_images
+    from detector.scoring import Detector
+
+    folder = Path(args.real)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder of reference photos")
+    det = Detector.load(args.detector, device=pick_device(args.device))
+    paths = list_images(folder)
+    p, skipped = score_folder(det, paths, batch=args.batch)
+    spec = calibrate(args.detector, p, fpr=args.fpr, out_path=args.out, source=folder.name,
+                     skipped=len(skipped))
+    write_spec(args.out, spec)
+    c = spec["calibration"]
+    print(json.dumps({"detector": str(args.out), "model_id": spec["model_id"], **c}, indent=2))
+    if skipped:
+        print(f"{len(skipped)} files could not be decoded and were left out", file=sys.stderr)
+    return 0
+
+
 def cmd_roc(args) -> int:
     from detector.roc import resolve_folders, roc_on_folders
     from detector.scoring import Detector
@@ -196,6 +218,15 @@ def add_commands(sub) -> None:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("calibrate", help="set the threshold from your own real photos: a new detector file")
+    s.add_argument("--real", required=True, help="folder of real reference photos (searched recursively)")
+    s.add_argument("--fpr", type=float, default=0.01, help="false-positive rate allowed on them (default 1%%)")
+    s.add_argument("--out", required=True, help="the new detector file (.json)")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("roc", help="ROC metrics of the detector on your folders of real and fake images")
     s.add_argument("folder", nargs="?", help="a folder holding 0_real/ and 1_fake/ (CNNDetection layout)")

@@ -157,7 +157,8 @@ class Detector:
                 "channels": G.img_channels, "perceptual": self.spec["perceptual"],
                 "refine_steps": self.feature_cfg.refine_steps, "space": self.feature_cfg.space,
                 "threshold": self.classifier.threshold, "target_fpr": self.spec["classifier"].get("target_fpr"),
-                "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {})}
+                "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
+                "calibration": self.spec.get("calibration")}
 
     # ------------------------------------------------------------------ scoring
     def prepare(self, data, *, source: str | None = None, max_pixels: int | None = None) -> PreparedImage:

@@ -1,0 +1,82 @@
+"""Threshold from the user's own reference photos (`resynth calibrate`).
+
+The probabilities of a detector stay as they were fitted; what changes is the decision threshold, set so that
+at most `fpr` of the user's real photos score above it (the same rule as at fitting, `threshold_at_fpr`). The
+new detector file names what it was calibrated on and gets its own model id (its verdicts differ, so results
+stored under the old id are not reused). The bundle and encoder it points at are the same files, referred
+to from wherever the new file is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .classifier import threshold_at_fpr
+from .imageio import ImageDecodeError
+from .scoring import Detector
+
+
+class CalibrationError(ValueError):
+    """Too few usable reference photos for the asked false-positive rate, or an unusable request."""
+
+
+def min_reference_photos(fpr: float) -> int:
+    """Fewest photos that let the threshold resolve `fpr`: at least 100, and at least 5 photos above it."""
+    return max(100, math.ceil(5 / fpr))
+
+
+def score_folder(det: Detector, paths: list[Path], *, batch: int = 32,
+                 progress: bool = True) -> tuple[np.ndarray, list[str]]:
+    """p_fake of every decodable image (in order), and the files that could not be decoded."""
+    p, skipped = [], []
+    for i in tqdm(range(0, len(paths), batch), disable=not progress, desc="reference photos"):
+        ok = []
+        for path in paths[i:i + batch]:
+            try:
+                ok.append(det.prepare(path, source=str(path)))
+            except ImageDecodeError as exc:
+                skipped.append(f"{path}: {exc.reason}")
+        if ok:
+            import torch
+
+            results = det.score_tensors(torch.stack([x.tensor for x in ok]), preps=ok)
+            p += [r.p_fake for r in results]
+    return np.asarray(p, dtype=np.float64), skipped
+
+
+def calibrate(detector_path: str | Path, p_real: np.ndarray, *, fpr: float, out_path: str | Path, source: str,
+              skipped: int = 0) -> dict:
+    """The detector spec with a threshold at `fpr` on these reference scores, ready to be written at out_path."""
+    if not 0 < fpr < 0.5:
+        raise CalibrationError(f"--fpr must lie in (0, 0.5), got {fpr}")
+    need = min_reference_photos(fpr)
+    if len(p_real) < need:
+        raise CalibrationError(f"{len(p_real)} usable reference photos in {source}: at least {need} are needed to "
+                               f"set a threshold at {fpr:.2%} false positives (add photos or raise --fpr)")
+    spec = json.loads(Path(detector_path).read_text())
+    old = float(spec["classifier"]["threshold"])
+    t = threshold_at_fpr(p_real, fpr)
+    src_dir, out_dir = Path(detector_path).resolve().parent, Path(out_path).resolve().parent
+    for part in ("bundle", "encoder"):
+        if spec.get(part):
+            spec[part]["file"] = os.path.relpath(src_dir / spec[part]["file"], out_dir)
+    spec["classifier"]["threshold"] = float(t)
+    spec["classifier"]["target_fpr"] = fpr
+    digest = hashlib.sha256(np.sort(p_real).tobytes() + f"{fpr}".encode()).hexdigest()[:8]
+    base_id = spec.get("calibration", {}).get("base_model_id", spec["model_id"])
+    spec["calibration"] = {
+        "base_model_id": base_id, "reference": source, "n_photos": int(len(p_real)), "skipped": int(skipped),
+        "target_fpr": fpr, "fpr_on_reference": float((p_real > t).mean()), "threshold": float(t),
+        "fitted_threshold": old, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    spec["model_id"] = f"{base_id}-cal{digest}"
+    spec["metrics"] = {}  # measured with the fitted threshold: no longer this file's
+    return spec
