@@ -47,6 +47,7 @@ class DetectResponse(BaseModel):
     timings_ms: dict[str, float]
     warnings: list[str]
     evidence: dict[str, str] | None = None  # base64 PNGs with ?explain=true
+    degradation: dict[str, float] | None = None  # degradation-aware detectors: the estimated blur_sigma, scale
 
 
 def default_loader(settings: Settings) -> Detector:

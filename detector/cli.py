@@ -29,6 +29,7 @@ def cmd_fit(args) -> int:
     from detector.fit import FitConfig, fit_detector
     from gan_inversion.checkpoints import load_bundle
     from gan_inversion.data import load_fashion_mnist
+    from gan_inversion.degradation import DEFAULT_GRID
     from gan_inversion.encoder import load_encoder
     from gan_inversion.perceptual import build_perceptual, parse_backend_id
 
@@ -46,7 +47,9 @@ def cmd_fit(args) -> int:
     spec = fit_detector(
         out, G=bundle.G_ema, D=bundle.D, encoder=encoder, perceptual=perc, reals=reals,
         bundle_file=rel(args.bundle), encoder_file=rel(args.encoder) if encoder is not None else None,
-        feature_cfg=FeatureConfig(refine_steps=args.refine_steps, space=args.space),
+        feature_cfg=FeatureConfig(refine_steps=args.refine_steps, space=args.space,
+                                  degradations=tuple((d.blur_sigma, d.scale) for d in DEFAULT_GRID)
+                                  if args.degradation_aware else ()),
         clf_cfg=ClassifierConfig(calibration=args.calibration, target_fpr=args.target_fpr),
         cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch),
         cache_dir=args.cache, device=device)
@@ -174,6 +177,8 @@ def add_commands(sub) -> None:
     s.add_argument("--perceptual", default=None, help="backend@size (default: the encoder's)")
     s.add_argument("--refine-steps", type=int, default=25)
     s.add_argument("--space", default="W", choices=("W", "W+"))
+    s.add_argument("--degradation-aware", action="store_true",
+                   help="invert under a grid of blurs and down-up resizes, the best per image (6x the cost)")
     s.add_argument("--n-real", type=int, default=2000)
     s.add_argument("--n-fake", type=int, default=2000)
     s.add_argument("--launder-prob", type=float, default=0.5)

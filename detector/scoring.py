@@ -46,10 +46,13 @@ class ScoreResult:
     timings_ms: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     evidence: dict[str, bytes] = field(default_factory=dict)  # PNG bytes, on request
+    degradation: dict[str, float] | None = None  # estimated (degradation-aware detectors): blur_sigma, scale
 
     def to_dict(self, *, include_features: bool = True) -> dict:
         d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
              "model_id": self.model_id, "timings_ms": self.timings_ms, "warnings": list(self.warnings)}
+        if self.degradation is not None:
+            d["degradation"] = dict(self.degradation)
         if include_features:
             d["features"] = self.features
         return d
@@ -156,6 +159,7 @@ class Detector:
         return {"model_id": self.model_id, "data": self.bundle.data.get("name"), "resolution": G.img_resolution,
                 "channels": G.img_channels, "perceptual": self.spec["perceptual"],
                 "refine_steps": self.feature_cfg.refine_steps, "space": self.feature_cfg.space,
+                "degradations": [list(d) for d in self.feature_cfg.degradations],
                 "threshold": self.classifier.threshold, "target_fpr": self.spec["classifier"].get("target_fpr"),
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
                 "calibration": self.spec.get("calibration")}
@@ -207,7 +211,8 @@ class Detector:
                 source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
                 verdict="fake" if p[i] > self.classifier.threshold else "real", threshold=self.classifier.threshold,
                 model_id=self.model_id, features=dict(zip(fb.names, map(float, X[i]), strict=True)),
-                timings_ms=timings, warnings=self._warnings(prep, X[i], fb.names))
+                timings_ms=timings, warnings=self._warnings(prep, X[i], fb.names),
+                degradation=fb.degradations[i] if fb.degradations else None)
             if explain:
                 r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[i]),
                               "pixel_heatmap": heatmap_png(fb.pixel_map[i], vmax=1.0),

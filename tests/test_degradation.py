@@ -80,3 +80,63 @@ def test_search_picks_the_degradation_and_is_batch_independent(G, perc):
     alone = invert_degraded(G, target[1:2], encoder=enc, perceptual=perc, cfg=cfg, grid=grid)
     assert torch.allclose(alone.losses[0], out.losses[1], atol=1e-5)
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())  # G never modified
+
+
+@pytest.fixture(scope="module")
+def aware_detector(tiny_detector, tmp_path_factory):
+    """The tiny detector refitted with degradation-aware features (same generator, encoder, perceptual net)."""
+    from detector.classifier import ClassifierConfig
+    from detector.features import FeatureConfig
+    from detector.fit import FitConfig, fit_detector
+    from detector.scoring import Detector
+    from gan_inversion.data import ImageDataset
+
+    folder, det = tiny_detector
+    g = torch.Generator().manual_seed(1)
+    reals = ImageDataset(images=torch.randint(0, 256, (64, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
+    out = folder / "aware.json"
+    grid = ((0.0, 1.0), (1.0, 1.0), (0.0, 0.5))
+    fit_detector(out, G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, reals=reals,
+                 bundle_file="g.pt", encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=grid),
+                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5), progress=False)
+    return Detector.load(out)
+
+
+def test_degradation_aware_detector_reports_what_it_estimated(aware_detector, tiny_detector):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((torch.rand(16, 16, generator=torch.Generator().manual_seed(2)) * 255).byte().numpy()).save(
+        buf, "PNG")
+    r = aware_detector.score(buf.getvalue(), explain=True)
+    assert r.degradation in ({"blur_sigma": 0.0, "scale": 1.0}, {"blur_sigma": 1.0, "scale": 1.0},
+                             {"blur_sigma": 0.0, "scale": 0.5})
+    assert {"deg_blur_sigma", "deg_scale", "deg_gain"} <= set(r.features) and r.features["deg_gain"] >= 0
+    assert r.features["deg_blur_sigma"] == r.degradation["blur_sigma"]
+    assert r.to_dict()["degradation"] == r.degradation and aware_detector.info["degradations"] == [
+        [0.0, 1.0], [1.0, 1.0], [0.0, 0.5]]
+    plain = tiny_detector[1].score(buf.getvalue())  # a detector fitted without: nothing changes for it
+    assert plain.degradation is None and "degradation" not in plain.to_dict() and "deg_gain" not in plain.features
+
+
+def test_degradation_reported_by_the_api(aware_detector, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    g = torch.Generator().manual_seed(3)
+    x = gaussian_blur(torch.rand(1, 1, 16, 16, generator=g) * 2 - 1, 1.0)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(x)[0, 0].numpy()).save(buf, "PNG")
+    with TestClient(create_app(Settings(torch_threads=1), loader=lambda _: aware_detector)) as c:
+        r = c.post("/v1/detect?explain=true", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert set(r.json()["degradation"]) == {"blur_sigma", "scale"} and "reconstruction" in r.json()["evidence"]
