@@ -14,6 +14,7 @@ import base64
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import torch
@@ -24,7 +25,7 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from detector.scoring import Detector
+from detector.scoring import Detector, VerdictPolicy
 
 from .audits import AuditManager
 from .audits import router as audits_router
@@ -41,7 +42,7 @@ RAW_TYPES = ("image/", "application/octet-stream")
 
 class DetectResponse(BaseModel):
     p_fake: float
-    verdict: str
+    verdict: Literal["fake", "real", "uncertain"]
     threshold: float
     model_id: str
     timings_ms: dict[str, float]
@@ -53,7 +54,7 @@ class DetectResponse(BaseModel):
 def default_loader(settings: Settings) -> Detector:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if settings.device == "auto" else settings.device
     return Detector.load(settings.detector, device=device, max_pixels=settings.max_pixels,
-                         refine_steps=settings.refine_steps)
+                         refine_steps=settings.refine_steps, policy=VerdictPolicy(margin=settings.uncertain_margin))
 
 
 def get_detector(request: Request) -> Detector:

@@ -26,6 +26,7 @@ class Settings:
     audit_queue: int = 4                   # RESYNTH_AUDIT_QUEUE: audits waiting for a slot; more get 503
     body_timeout_s: float = 30.0           # RESYNTH_BODY_TIMEOUT: seconds to receive a whole request body (else 408)
     max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections (uvicorn answers 503 beyond)
+    uncertain_margin: float = 0.0          # RESYNTH_UNCERTAIN_MARGIN: logit band around the threshold -> 'uncertain'
 
 
 ENV = {
@@ -36,6 +37,7 @@ ENV = {
     "audit_root": ("RESYNTH_AUDIT_ROOT", str), "audit_db": ("RESYNTH_AUDIT_DB", str),
     "max_audits": ("RESYNTH_MAX_AUDITS", int), "audit_queue": ("RESYNTH_AUDIT_QUEUE", int),
     "body_timeout_s": ("RESYNTH_BODY_TIMEOUT", float), "max_connections": ("RESYNTH_MAX_CONNECTIONS", int),
+    "uncertain_margin": ("RESYNTH_UNCERTAIN_MARGIN", float),
 }
 
 

@@ -31,6 +31,28 @@ DETECTOR_VERSION = 1
 EVIDENCE_SCALE = 4  # evidence PNGs are upscaled (nearest) so 32px images can be looked at
 
 
+@dataclass(frozen=True)
+class VerdictPolicy:
+    """When the detector says 'uncertain' instead of 'fake' or 'real'. An abstention never turns a real photo
+    into 'fake': the false-positive rate of the decided verdicts stays at or below the threshold's."""
+
+    out_of_domain: bool = True   # inputs outside the fitted domain (colour given to a grayscale model, features
+                                 # far outside the fitted range) are 'uncertain'
+    margin: float = 0.0          # |logit(p_fake) - logit(threshold)| below this is 'uncertain' (0: off)
+
+    def verdict(self, p: float, threshold: float, warnings: list[str]) -> str:
+        if self.out_of_domain and any(w.startswith("out of domain") for w in warnings):
+            return "uncertain"
+        if self.margin > 0 and abs(_logit(p) - _logit(threshold)) < self.margin:
+            return "uncertain"
+        return "fake" if p > threshold else "real"
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return float(np.log(p / (1 - p)))
+
+
 class DetectorError(RuntimeError):
     """A detector file is unusable (missing parts, mismatched bundle, encoder or perceptual backend)."""
 
@@ -39,7 +61,7 @@ class DetectorError(RuntimeError):
 class ScoreResult:
     source: str
     p_fake: float
-    verdict: str                 # 'fake' or 'real' at the stored threshold
+    verdict: str                 # 'fake' or 'real' at the stored threshold, or 'uncertain' (VerdictPolicy)
     threshold: float
     model_id: str
     features: dict[str, float]
@@ -86,8 +108,9 @@ def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
 
 class Detector:
     def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None):
-        self.spec = spec
+                 max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
+                 policy: VerdictPolicy = VerdictPolicy()):
+        self.spec, self.policy = spec, policy
         self.bundle, self.encoder, self.perceptual = bundle, encoder, perceptual
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
@@ -110,7 +133,8 @@ class Detector:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None) -> Detector:
+             max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
+             policy: VerdictPolicy = VerdictPolicy()) -> Detector:
         """Load a detector file and the bundle, encoder and perceptual net it names.
 
         A perceptual net passed in must be the backend the detector was fitted with (else DetectorError).
@@ -151,7 +175,7 @@ class Detector:
             raise DetectorError(f"{path}: fitted with perceptual backend {spec['perceptual']}, "
                                 f"but {perceptual.backend_id} was given; refit or use the matching backend")
         return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
-                   max_pixels=max_pixels, refine_steps=refine_steps)
+                   max_pixels=max_pixels, refine_steps=refine_steps, policy=policy)
 
     @property
     def info(self) -> dict:
@@ -207,11 +231,13 @@ class Detector:
             timings = {k: round(v, 2) for k, v in timings.items()}
             timings["total"] = round(sum(timings.values()), 2)
             prep = preps[i] if preps else None
+            warnings = self._warnings(prep, X[i], fb.names)
             r = ScoreResult(
                 source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
-                verdict="fake" if p[i] > self.classifier.threshold else "real", threshold=self.classifier.threshold,
+                verdict=self.policy.verdict(float(p[i]), self.classifier.threshold, warnings),
+                threshold=self.classifier.threshold,
                 model_id=self.model_id, features=dict(zip(fb.names, map(float, X[i]), strict=True)),
-                timings_ms=timings, warnings=self._warnings(prep, X[i], fb.names),
+                timings_ms=timings, warnings=warnings,
                 degradation=fb.degradations[i] if fb.degradations else None)
             if explain:
                 r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[i]),

@@ -220,3 +220,19 @@ def test_video_frames_are_inverted_once(media, tiny_detector):
     assert out.ok and out.summary["frames"] == 6
     assert calls == {"images": 6, "score": 0}
     assert out.thumbnail.startswith(b"\x89PNG") and out.heatmap.startswith(b"\x89PNG")
+
+
+def test_uncertain_items_counted_in_reports(tiny_detector, tmp_path):
+    root = tmp_path / "mixed"
+    _img(root / "gray.png", 1)
+    root.mkdir(exist_ok=True)
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "colour.png")
+    engine = open_db(tmp_path / "u.sqlite")
+    aid = run_audit(engine, root, detector=tiny_detector[1], progress=False)
+    by = {r["path"]: r for r in audit_rows(engine, aid)[1]}
+    assert by["colour.png"]["verdict"] == "uncertain" and by["gray.png"]["verdict"] in ("real", "fake")
+    html = write_report(engine, aid, tmp_path / "r.html").read_text()
+    flagged = int(by["gray.png"]["verdict"] == "fake")
+    assert "<th>uncertain</th>" in html
+    assert f"<tr><td>2</td><td>2</td><td>{flagged}</td><td>1</td><td>0</td>" in html.replace("\n", "")
+    assert "uncertain" in write_report(engine, aid, tmp_path / "r.csv").read_text()

@@ -148,7 +148,22 @@ def test_out_of_domain_warning(tiny_detector):
     rgb = np.random.default_rng(4).integers(0, 255, (40, 40, 3), dtype=np.uint8)
     r = det.score(_png(rgb))
     assert any("colour image" in w for w in r.warnings)
+    assert r.verdict == "uncertain"  # out of the fitted domain: no confident answer
     assert any("resized from 40x40" in w for w in r.warnings)
+
+
+def test_verdict_policy():
+    from detector.scoring import VerdictPolicy
+
+    ood = ["out of domain: a colour image (colourfulness 40.0) given to a grayscale model; ..."]
+    assert VerdictPolicy().verdict(0.99, 0.5, ood) == "uncertain"
+    assert VerdictPolicy(out_of_domain=False).verdict(0.99, 0.5, ood) == "fake"
+    assert VerdictPolicy().verdict(0.99, 0.5, ["resized from 40x40"]) == "fake"
+    band = VerdictPolicy(margin=0.5)  # logit band: 0.5 -> 0; 0.6 -> 0.405 (inside); 0.7 -> 0.847 (outside)
+    assert [band.verdict(p, 0.5, []) for p in (0.3, 0.45, 0.5, 0.6, 0.7)] == [
+        "real", "uncertain", "uncertain", "uncertain", "fake"]
+    p = np.random.default_rng(0).random(1000)  # abstaining never makes a photo 'fake' that was 'real'
+    assert all(band.verdict(x, 0.8, []) != "fake" for x in p[p <= 0.8])
 
 
 def test_backend_mismatch_is_an_error(tiny_detector):

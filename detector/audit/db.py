@@ -55,7 +55,7 @@ class ResultRow(Base):
     mode: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))              # image | video
     p_fake: Mapped[float] = mapped_column(Float)
-    verdict: Mapped[str] = mapped_column(String(8))
+    verdict: Mapped[str] = mapped_column(String(16))          # fake | real | uncertain
     summary: Mapped[str] = mapped_column(Text)                # JSON: frames, faces, warnings, ...
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     heatmap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -94,6 +94,7 @@ def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
     scored = [r for r in rows if r["state"] == "scored"]
     skipped = [r for r in rows if r["state"] == "skipped"]
     flagged = sorted((r for r in scored if r["verdict"] == "fake"), key=lambda r: -r["p_fake"])
+    uncertain = sum(r["verdict"] == "uncertain" for r in scored)
 
     def img(b: bytes | None) -> str:
         return f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="96" height="96">' if b else ""
@@ -111,8 +112,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{image-renderi
 <p>Folder <code>{esc(audit.root)}</code> · model <code>{esc(audit.model_id)}</code> · status {esc(progress['status'])}
  · updated {esc(progress['updated'])}</p>
 <h2>Totals</h2>
-<table><tr><th>files</th><th>scored</th><th>flagged fake</th><th>skipped</th><th>deduplicated</th></tr>
-<tr><td>{len(rows)}</td><td>{len(scored)}</td><td>{len(flagged)}</td><td>{len(skipped)}</td>
+<table><tr><th>files</th><th>scored</th><th>flagged fake</th><th>uncertain</th><th>skipped</th>
+<th>deduplicated</th></tr>
+<tr><td>{len(rows)}</td><td>{len(scored)}</td><td>{len(flagged)}</td><td>{uncertain}</td><td>{len(skipped)}</td>
 <td>{sum(r['deduplicated'] for r in rows)}</td></tr></table>
 <h2>Scores</h2>{_histogram_svg([r['p_fake'] for r in scored])}
 <h2>Flagged items ({len(flagged)}), most suspicious first</h2>

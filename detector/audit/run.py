@@ -180,9 +180,12 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
     p = np.asarray([r.p_fake for r in results])
     worst = int(p.argmax())
     over = float((p > det.classifier.threshold).mean())
-    return [Outcome(task.content_hash, kind="video", p_fake=float(p.mean()), verdict="fake" if over >= 0.5 else "real",
+    unsure = float(np.mean([r.verdict == "uncertain" for r in results]))
+    verdict = "uncertain" if unsure >= 0.5 else "fake" if over >= 0.5 else "real"
+    return [Outcome(task.content_hash, kind="video", p_fake=float(p.mean()), verdict=verdict,
                     summary={"frames": len(p), "max": float(p.max()), "mean": float(p.mean()),
-                             "share_over_threshold": over, "worst_frame_s": round(stamps[worst], 3),
+                             "share_over_threshold": over, "share_uncertain": unsure,
+                             "worst_frame_s": round(stamps[worst], 3),
                              "warnings": sorted({w for r in results for w in r.warnings})},
                     thumbnail=results[worst].evidence["input"],
                     heatmap=results[worst].evidence["perceptual_heatmap"])]
