@@ -150,7 +150,8 @@ def main(argv=None) -> int:
 
     def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
         X, fnames = features_for(images, desc=desc, **kw)
-        out = {"resynth": det.classifier.predict_proba(X), **feature_baselines(X, fnames)}
+        p = det.classifier.predict_proba(X)
+        out = {"resynth": p, "resynth_verdicts": np.asarray(det.verdicts(X, fnames, p)), **feature_baselines(X, fnames)}
         out.update({k: b.score(images) for k, b in baselines.items()})
         return out
 
@@ -169,6 +170,14 @@ def main(argv=None) -> int:
                 results[cname][gname][m] = metrics_with_ci(y, s, thr, probabilities=m in PROBABILISTIC,
                                                            n_boot=args.boot)
                 curves[(cname, gname, m)] = (y, s)
+            v_real, v_fake = s_real["resynth_verdicts"], s_fake["resynth_verdicts"]
+            decided = np.r_[v_real, v_fake] != "uncertain"
+            correct = np.r_[v_real == "real", v_fake == "fake"]
+            results[cname][gname]["resynth_verdicts"] = {
+                "uncertain_real": float((v_real == "uncertain").mean()),
+                "uncertain_fake": float((v_fake == "uncertain").mean()),
+                "decided_accuracy": float(correct[decided].mean()) if decided.any() else None,
+                "decided_fpr": float((v_real == "fake").sum() / max(1, (v_real != "uncertain").sum()))}
             print(cname, gname, {m: round(results[cname][gname][m]["auc"], 4) for m in METHODS}, flush=True)
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -203,7 +212,16 @@ def render(meta, results, front, floor, conditions, names) -> str:
              f"Run time {meta['wall_s'] / 60:.0f} min on {meta['cpus']} threads ({meta['machine']}). ROC curves: "
              "`benchmarks/results/roc_gen_*.png` (per generator, clean) and `roc_cond_*.png` (per laundering).", ""]
     for cname in conditions:
-        lines += [f"### {cname}", "",
+        verdicts = [(g, results[cname][g].get("resynth_verdicts")) for g in names]
+        verdict_rows = [f"| {g} | {v['uncertain_real']:.1%} | {v['uncertain_fake']:.1%} | "
+                        f"{v['decided_accuracy']:.3f} | {v['decided_fpr']:.1%} |"
+                        for g, v in verdicts if v and v["decided_accuracy"] is not None]
+        lines += [f"### {cname}", ""]
+        if verdict_rows:
+            lines += ["resynth's verdicts (uncertain: out of the fitted domain; an abstention cannot hide errors):", "",
+                      "| generator | uncertain, photos | uncertain, fakes | accuracy, decided | FPR, decided |",
+                      "|---|---|---|---|---|", *verdict_rows, ""]
+        lines += [
                   "| generator | method | AUC | AP | EER | TPR@1%FPR | TPR@5%FPR | acc | real acc | fake acc | ECE |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for gname in names:

@@ -193,6 +193,11 @@ class Detector:
         return prepare_image(data, channels=self.G.img_channels, resolution=self.G.img_resolution,
                              framing=self.bundle.framing, source=source, max_pixels=max_pixels or self.max_pixels)
 
+    def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray) -> list[str]:
+        """Verdicts of feature rows [N, F] with their probabilities (the input decoding's own warnings aside)."""
+        return [self.policy.verdict(float(pi), self.classifier.threshold, self._warnings(None, x, names))
+                for x, pi in zip(X, p, strict=True)]
+
     def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str]) -> list[str]:
         out = []
         if self.feature_cfg.refine_steps != self.fitted_refine_steps:
