@@ -69,7 +69,12 @@ class SmallCNN(nn.Module):
 
 @dataclass
 class CNNBaseline:
-    epochs: int = 4
+    """Trained until its validation AUC stops improving (at most `max_epochs`, `patience` epochs without a new
+    best), keeping the best epoch's weights; `history` holds (epoch, mean train loss, validation AUC)."""
+
+    max_epochs: int = 40
+    patience: int = 4
+    val_fraction: float = 0.15   # of each class, held out from training (laundered like the training batches)
     batch: int = 64
     lr: float = 1e-3
     augment_prob: float = 0.5
@@ -77,25 +82,46 @@ class CNNBaseline:
     name: str = "cnn"
 
     def fit(self, real: torch.Tensor, fake: torch.Tensor, progress: bool = True) -> CNNBaseline:
+        from sklearn.metrics import roc_auc_score
+
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
-        X = torch.cat([real, fake])
-        y = torch.cat([torch.zeros(len(real)), torch.ones(len(fake))])
+        n_vr, n_vf = max(1, int(self.val_fraction * len(real))), max(1, int(self.val_fraction * len(fake)))
+        pr, pf = torch.randperm(len(real), generator=g), torch.randperm(len(fake), generator=g)
+        val_x = torch.cat([real[pr[:n_vr]], fake[pf[:n_vf]]])
+        val_x, _ = laundering.random_launder(val_x, prob=self.augment_prob, generator=g)
+        val_y = np.r_[np.zeros(n_vr), np.ones(n_vf)]
+        X = torch.cat([real[pr[n_vr:]], fake[pf[n_vf:]]])
+        y = torch.cat([torch.zeros(len(real) - n_vr), torch.ones(len(fake) - n_vf)])
         self.net = SmallCNN(img_channels=X.shape[1])
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        steps = self.epochs * (len(X) // self.batch)
-        bar = tqdm(total=steps, disable=not progress, desc="cnn baseline")
-        for _ in range(self.epochs):
-            perm = torch.randperm(len(X), generator=g)
-            for i in range(len(X) // self.batch):
+        self.history, best, best_state, since = [], -1.0, None, 0
+        bar = tqdm(total=self.max_epochs, disable=not progress, desc="cnn baseline (epochs)")
+        for epoch in range(1, self.max_epochs + 1):
+            perm, losses = torch.randperm(len(X), generator=g), []
+            for i in range(max(1, len(X) // self.batch)):
                 idx = perm[i * self.batch:(i + 1) * self.batch]
                 xb, _ = laundering.random_launder(X[idx], prob=self.augment_prob, generator=g)  # blur/JPEG/resize
                 loss = F.binary_cross_entropy_with_logits(self.net.train()(xb), y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                bar.update(1)
+                losses.append(float(loss))
+            self.net.eval()
+            val_auc = float(roc_auc_score(val_y, self.score(val_x)))
+            self.history.append((epoch, float(np.mean(losses)), val_auc))
+            bar.update(1)
+            bar.set_postfix(val_auc=f"{val_auc:.4f}")
+            if val_auc > best:
+                best, since = val_auc, 0
+                best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+            else:
+                since += 1
+                if since >= self.patience:
+                    break
         bar.close()
+        self.net.load_state_dict(best_state)
+        self.best_epoch, self.val_auc = max(self.history, key=lambda h: h[2])[0], best
         self.net.eval().requires_grad_(False)
         return self
 
