@@ -32,13 +32,13 @@ from gan_inversion.encoder import weights_fingerprint
 from gan_inversion.metrics import generate
 
 from . import generators
-from .baselines import CNNBaseline, SpectrumBaseline, feature_baselines
+from .baselines import CNNBaseline, LinearProbeBaseline, SpectrumBaseline, feature_baselines
 from .common import RESULTS_DIR, run_inversion, write_section
 
 CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
               "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02)}
-METHODS = ("resynth", "pixel_mse", "perceptual", "spectrum", "cnn")
-PROBABILISTIC = {"resynth", "spectrum", "cnn"}
+METHODS = ("resynth", "pixel_mse", "perceptual", "spectrum", "cnn", "linear_probe")
+PROBABILISTIC = {"resynth", "spectrum", "cnn", "linear_probe"}
 
 
 def fake_sets(det: Detector, n: int, names: list[str]) -> dict[str, torch.Tensor]:
@@ -62,7 +62,8 @@ def fit_baselines(det: Detector, n_fit: int, *, quick: bool) -> dict:
     real_l, _ = laundering.random_launder(real, prob=0.5, generator=g)
     fake_l, _ = laundering.random_launder(fake, prob=0.5, generator=g)
     return {"spectrum": SpectrumBaseline().fit(real_l, fake_l),
-            "cnn": CNNBaseline(max_epochs=2 if quick else 40).fit(real, fake)}
+            "cnn": CNNBaseline(max_epochs=2 if quick else 40).fit(real, fake),
+            "linear_probe": LinearProbeBaseline().fit(real_l, fake_l)}
 
 
 def frontier(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, quick: bool) -> list[dict]:
