@@ -54,7 +54,8 @@ class DetectResponse(BaseModel):
 def default_loader(settings: Settings) -> Detector:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if settings.device == "auto" else settings.device
     return Detector.load(settings.detector, device=device, max_pixels=settings.max_pixels,
-                         refine_steps=settings.refine_steps, policy=VerdictPolicy(margin=settings.uncertain_margin))
+                         refine_steps=settings.refine_steps, policy=VerdictPolicy(margin=settings.uncertain_margin,
+                                              stability_checks=settings.stability_checks))
 
 
 def get_detector(request: Request) -> Detector:

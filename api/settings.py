@@ -27,6 +27,7 @@ class Settings:
     body_timeout_s: float = 30.0           # RESYNTH_BODY_TIMEOUT: seconds to receive a whole request body (else 408)
     max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections (uvicorn answers 503 beyond)
     uncertain_margin: float = 0.0          # RESYNTH_UNCERTAIN_MARGIN: logit band around the threshold -> 'uncertain'
+    stability_checks: int = 0              # RESYNTH_STABILITY_CHECKS: mild re-degradations scored too (0-3)
 
 
 ENV = {
@@ -38,6 +39,7 @@ ENV = {
     "max_audits": ("RESYNTH_MAX_AUDITS", int), "audit_queue": ("RESYNTH_AUDIT_QUEUE", int),
     "body_timeout_s": ("RESYNTH_BODY_TIMEOUT", float), "max_connections": ("RESYNTH_MAX_CONNECTIONS", int),
     "uncertain_margin": ("RESYNTH_UNCERTAIN_MARGIN", float),
+    "stability_checks": ("RESYNTH_STABILITY_CHECKS", int),
 }
 
 
@@ -64,6 +66,8 @@ def check_settings(s: Settings) -> None:
     if min(s.max_inflight, s.max_bytes, s.max_pixels, s.max_connections) < 1 or s.body_timeout_s <= 0:
         raise ValueError("RESYNTH_MAX_INFLIGHT, RESYNTH_MAX_BYTES, RESYNTH_MAX_PIXELS, RESYNTH_MAX_CONNECTIONS and "
                          "RESYNTH_BODY_TIMEOUT must be positive")
+    if not 0 <= s.stability_checks <= 3:
+        raise ValueError(f"RESYNTH_STABILITY_CHECKS={s.stability_checks} must lie between 0 and 3")
     if not 0 <= s.max_audits <= s.max_inflight or s.audit_queue < 0:
         raise ValueError(f"RESYNTH_MAX_AUDITS={s.max_audits} must lie between 0 and RESYNTH_MAX_INFLIGHT="
                          f"{s.max_inflight} (audits and detections share those slots), RESYNTH_AUDIT_QUEUE >= 0")

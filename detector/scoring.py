@@ -22,6 +22,7 @@ from gan_inversion.data import to_uint8
 from gan_inversion.encoder import load_encoder, weights_fingerprint
 from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
 
+from . import laundering
 from .classifier import JsonClassifier
 from .features import FeatureConfig, extract_features
 from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_image
@@ -39,13 +40,20 @@ class VerdictPolicy:
     out_of_domain: bool = True   # inputs outside the fitted domain (colour given to a grayscale model, features
                                  # far outside the fitted range) are 'uncertain'
     margin: float = 0.0          # |logit(p_fake) - logit(threshold)| below this is 'uncertain' (0: off)
+    stability_checks: int = 0    # score this many mild re-degradations too (STABILITY_CHECKS, each one more
+                                 # inversion); a verdict that flips under any of them is 'uncertain'
 
     def verdict(self, p: float, threshold: float, warnings: list[str]) -> str:
-        if self.out_of_domain and any(w.startswith("out of domain") for w in warnings):
+        if self.out_of_domain and any(w.startswith(("out of domain", UNSTABLE)) for w in warnings):
             return "uncertain"
         if self.margin > 0 and abs(_logit(p) - _logit(threshold)) < self.margin:
             return "uncertain"
         return "fake" if p > threshold else "real"
+
+
+# Mild re-degradations that should not change a verdict: re-encoding, a slight blur, a slight resize.
+STABILITY_CHECKS = (("jpeg", 90), ("blur", 0.5), ("resize", 0.9))
+UNSTABLE = "unstable"
 
 
 def _logit(p: float) -> float:
@@ -230,6 +238,13 @@ class Detector:
         X = fb.values.numpy()
         p = self.classifier.predict_proba(X)
         classify_ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
+        flips: list[list[str]] = [[] for _ in range(N)]
+        for kind, strength in STABILITY_CHECKS[: self.policy.stability_checks]:
+            moved = laundering.apply(images.cpu(), kind, strength).to(self.device)
+            Xk = extract_features(self.G, self.D, self.encoder, self.perceptual, moved, cfg=self.feature_cfg).values
+            pk = self.classifier.predict_proba(Xk.numpy())
+            for i in np.flatnonzero((pk > self.classifier.threshold) != (p > self.classifier.threshold)):
+                flips[i].append(f"{kind} {strength:g}")
         results = []
         for i in range(N):
             timings = {"decode": (decode_ms or [0.0] * N)[i], **fb.timings_ms, "classify": classify_ms}
@@ -237,6 +252,8 @@ class Detector:
             timings["total"] = round(sum(timings.values()), 2)
             prep = preps[i] if preps else None
             warnings = self._warnings(prep, X[i], fb.names)
+            if flips[i]:
+                warnings.append(f"{UNSTABLE}: the verdict flips under mild re-degradation ({', '.join(flips[i])})")
             r = ScoreResult(
                 source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
                 verdict=self.policy.verdict(float(p[i]), self.classifier.threshold, warnings),

@@ -247,3 +247,33 @@ def test_cli_detect(tiny_detector, tmp_path, capsys):
     assert (tmp_path / "ev" / "a_reconstruction.png").exists()
     rc = main(["detect", str(good), "--detector", str(path / "det.json"), "--device", "cpu"])
     assert rc == 0 and "p_fake=" in capsys.readouterr().out
+
+
+def test_stability_checks_make_a_flipping_verdict_uncertain(tiny_detector, monkeypatch):
+    import detector.scoring as scoring
+    from detector.scoring import VerdictPolicy
+
+    _, det = tiny_detector
+    img = _png(np.random.default_rng(5).integers(0, 255, (16, 16), dtype=np.uint8))
+    calls = {"features": 0, "proba": 0}
+    real_extract, real_proba = scoring.extract_features, det.classifier.predict_proba
+
+    def counting_extract(*a, **k):
+        calls["features"] += 1
+        return real_extract(*a, **k)
+
+    def proba(X):  # the input scores far over the threshold; every re-degraded copy far under it
+        calls["proba"] += 1
+        return np.full(len(X), 0.999 if calls["proba"] == 1 else 0.001)
+
+    monkeypatch.setattr(scoring, "extract_features", counting_extract)
+    monkeypatch.setattr(det, "policy", VerdictPolicy(stability_checks=3))
+    monkeypatch.setattr(det.classifier, "predict_proba", proba)
+    r = det.score(img)
+    assert calls["features"] == 4 and r.verdict == "uncertain" and r.p_fake == 0.999
+    assert any(w.startswith("unstable") and "jpeg 90" in w and "resize 0.9" in w for w in r.warnings)
+    monkeypatch.setattr(det.classifier, "predict_proba", real_proba)
+    calls["features"] = 0
+    monkeypatch.setattr(det, "policy", VerdictPolicy())  # off by default: one inversion, no such warning
+    r = det.score(img)
+    assert calls["features"] == 1 and not any(w.startswith("unstable") for w in r.warnings)
