@@ -26,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from detector.scoring import Detector, VerdictPolicy
+from gan_inversion.defaults import pick_device
 
 from .audits import AuditManager
 from .audits import router as audits_router
@@ -52,8 +53,7 @@ class DetectResponse(BaseModel):
 
 
 def default_loader(settings: Settings) -> Detector:
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if settings.device == "auto" else settings.device
-    return Detector.load(settings.detector, device=device, max_pixels=settings.max_pixels,
+    return Detector.load(settings.detector, device=pick_device(settings.device), max_pixels=settings.max_pixels,
                          refine_steps=settings.refine_steps, policy=VerdictPolicy(margin=settings.uncertain_margin,
                                               stability_checks=settings.stability_checks))
 

@@ -31,6 +31,8 @@ from detector.audit import (
     AuditConfig,
     AuditInterrupted,
     AuditRow,
+    Confinement,
+    OutsideRoot,
     audit_id_for,
     audit_progress,
     ensure_audit,
@@ -76,11 +78,11 @@ def resolve_under_root(folder: str, root: str | None) -> Path:
         raise ApiError(403, "audits_disabled", "audits are disabled: set RESYNTH_AUDIT_ROOT to allow a folder tree")
     if "\x00" in folder:
         raise ApiError(422, "invalid_request", "folder: contains a NUL byte")
-    real_root = os.path.realpath(root)
-    candidate = folder if os.path.isabs(folder) else os.path.join(real_root, folder)
-    real = os.path.realpath(candidate)
-    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
-        raise ApiError(403, "forbidden_path", f"{folder!r} is outside the allowed audit root")
+    guard = Confinement(root)
+    try:
+        real = guard.check(folder if os.path.isabs(folder) else os.path.join(guard.root, folder))
+    except OutsideRoot:
+        raise ApiError(403, "forbidden_path", f"{folder!r} is outside the allowed audit root") from None
     if not os.path.isdir(real):
         raise ApiError(404, "not_found", f"{folder!r} is not a folder under the audit root")
     return Path(real)
@@ -172,15 +174,15 @@ class AuditManager:
             out.append(await self.start(root, cfg, force=True))
         return out
 
-    def _engine(self, aid: str):
+    def engine_for(self, aid: str):
+        """The audit database, or 404 for any audit when audits are off (there is no database then)."""
         if self.engine is None:
             raise ApiError(404, "not_found", f"no audit {aid!r} (audits are disabled)")
         return self.engine
 
     async def status(self, aid: str) -> dict:
-        self._engine(aid)
         try:
-            p = await anyio.to_thread.run_sync(audit_progress, self.engine, aid)
+            p = await anyio.to_thread.run_sync(audit_progress, self.engine_for(aid), aid)
         except KeyError as exc:
             raise ApiError(404, "not_found", f"no audit {aid!r}") from exc
         root = p.pop("root")
@@ -225,7 +227,7 @@ async def get_audit(audit_id: str, audits: AuditManager = Depends(get_audits)):
 async def get_report(audit_id: str, format: str = Query("html", pattern="^(html|json|csv)$"),
                      audits: AuditManager = Depends(get_audits)):
     try:
-        data = await anyio.to_thread.run_sync(render_report, audits._engine(audit_id), audit_id, format)
+        data = await anyio.to_thread.run_sync(render_report, audits.engine_for(audit_id), audit_id, format)
     except KeyError as exc:
         raise ApiError(404, "not_found", f"no audit {audit_id!r}") from exc
     return Response(data, media_type=REPORT_FORMATS[format])

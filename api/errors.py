@@ -58,9 +58,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. JSON that is not UTF-8)
             return body(422, "invalid_request", f"the request body could not be parsed: {exc.detail}")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return body(exc.status_code, code, str(exc.detail), exc.headers)  # 405 keeps its Allow header
 
     @app.exception_handler(Exception)

@@ -53,7 +53,17 @@ class RequestGuard:
     def __init__(self, app, *, body_limit: Callable[[str], int], timeout_s: float, metrics: Metrics,
                  routes: Callable[[], set[str]] = set):
         self.app, self.body_limit, self.timeout_s, self.metrics = app, body_limit, timeout_s, metrics
-        self.routes = routes  # the app's parameter-free paths: labels for requests refused before routing
+        self._routes, self._known = routes, None  # the app's parameter-free paths, read once on first use
+
+    def _label(self, scope: Scope) -> str:
+        """The route's path for the metrics (for requests refused before routing: the path if it is a route)."""
+        route = scope.get("route")
+        if route is not None:
+            return route.path
+        if self._known is None:
+            self._known = self._routes()
+        path = scope.get("path", "")
+        return path if path in self._known else "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,8 +96,7 @@ class RequestGuard:
 
             await self.app(scope, replay, send_counted)
         finally:
-            path = scope.get("path", "")
-            route = getattr(scope.get("route"), "path", path if path in self.routes() else "unmatched")
+            route = self._label(scope)
             self.metrics.requests.labels(route, scope.get("method", ""), str(status[0] or 500)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .classifier import threshold_at_fpr
@@ -45,8 +46,6 @@ def score_folder(det: Detector, paths: list[Path], *, batch: int = 32,
             except ImageDecodeError as exc:
                 skipped.append(f"{path}: {exc.reason}")
         if ok:
-            import torch
-
             results = det.score_tensors(torch.stack([x.tensor for x in ok]), preps=ok)
             p += [r.p_fake for r in results]
     return np.asarray(p, dtype=np.float64), skipped

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..imageio import decode
-from .walk import Confinement, open_media
+from .walk import PROC_FD, Confinement, open_media
 
 _local = threading.local()
 
@@ -51,8 +51,8 @@ def video_frames(path: str | os.PathLike, fps_target: float, max_frames: int,
     if guard is None:
         return _read_frames(str(path), fps_target, max_frames)
     with open_media(path, guard) as f:
-        opened = f"/proc/self/fd/{f.fileno()}"
-        return _read_frames(opened if os.path.exists(opened) else guard.check(Path(path)), fps_target, max_frames)
+        opened = PROC_FD / str(f.fileno())
+        return _read_frames(str(opened) if opened.exists() else guard.check(Path(path)), fps_target, max_frames)
 
 
 def _read_frames(source: str, fps_target: float, max_frames: int) -> tuple[list[bytes], list[float]]:
