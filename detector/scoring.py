@@ -44,7 +44,9 @@ class VerdictPolicy:
                                  # inversion); a verdict that flips under any of them is 'uncertain'
 
     def verdict(self, p: float, threshold: float, warnings: list[str]) -> str:
-        if self.out_of_domain and any(w.startswith(("out of domain", UNSTABLE)) for w in warnings):
+        if self.out_of_domain and any(w.startswith("out of domain") for w in warnings):
+            return "uncertain"
+        if self.stability_checks and any(w.startswith(UNSTABLE) for w in warnings):
             return "uncertain"
         if self.margin > 0 and abs(_logit(p) - _logit(threshold)) < self.margin:
             return "uncertain"

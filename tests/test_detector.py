@@ -159,6 +159,8 @@ def test_verdict_policy():
     assert VerdictPolicy().verdict(0.99, 0.5, ood) == "uncertain"
     assert VerdictPolicy(out_of_domain=False).verdict(0.99, 0.5, ood) == "fake"
     assert VerdictPolicy().verdict(0.99, 0.5, ["resized from 40x40"]) == "fake"
+    unstable = ["unstable: the verdict flips under mild re-degradation (jpeg 90)"]
+    assert VerdictPolicy(out_of_domain=False, stability_checks=1).verdict(0.99, 0.5, unstable) == "uncertain"
     band = VerdictPolicy(margin=0.5)  # logit band: 0.5 -> 0; 0.6 -> 0.405 (inside); 0.7 -> 0.847 (outside)
     assert [band.verdict(p, 0.5, []) for p in (0.3, 0.45, 0.5, 0.6, 0.7)] == [
         "real", "uncertain", "uncertain", "uncertain", "fake"]
