@@ -50,6 +50,9 @@ class DetectResponse(BaseModel):
     warnings: list[str]
     evidence: dict[str, str] | None = None  # base64 PNGs with ?explain=true
     degradation: dict[str, float] | None = None  # degradation-aware detectors: the estimated blur_sigma, scale
+    reasons: list[str] = []  # the evidence that drove the verdict over the threshold (empty: none did)
+    tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
+                                                         # evidence: 'generator', 'photos'
 
 
 def default_loader(settings: Settings) -> Detector:

@@ -34,12 +34,25 @@ from .common import RESULTS_DIR, eval_images, write_section
 CONDITIONS = {"clean": None, "blur σ=1": ("blur", 1.0), "resize ×0.5": ("resize", 0.5), "JPEG q75": ("jpeg", 75)}
 
 
-def scores(det: Detector, x: torch.Tensor, *, aware: bool, batch: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+def parse_mode(mode: str) -> tuple[bool, int | None]:
+    """'plain' -> (False, None); 'full' -> (True, None): every candidate refined fully; 'searchK' -> (True, K)."""
+    if mode == "plain":
+        return False, None
+    if mode == "full":
+        return True, None
+    if mode.startswith("search") and mode[6:].isdigit():
+        return True, int(mode[6:])
+    raise argparse.ArgumentTypeError(f"unknown mode {mode!r} (plain, full, searchK)")
+
+
+def scores(det: Detector, x: torch.Tensor, *, aware: bool, batch: int, search_steps: int | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, list]:
     perc, mse, chosen = [], [], []
     for i in range(0, len(x), batch):
         t = x[i:i + batch]
         if aware:
-            out = invert_degraded(det.G, t, encoder=det.encoder, perceptual=det.perceptual, cfg=det.feature_cfg)
+            out = invert_degraded(det.G, t, encoder=det.encoder, perceptual=det.perceptual, cfg=det.feature_cfg,
+                                  search_steps=search_steps)
             rec, chosen = out.degraded, chosen + out.degradations
         else:
             rec = invert(det.G, t, encoder=det.encoder, perceptual=det.perceptual, cfg=det.feature_cfg)[0].images
@@ -64,13 +77,14 @@ def report(meta: dict, rows: list[dict]) -> str:
              f"inversion at the detector's setting (K={meta['K']}, {meta['space']}); grid "
              f"{', '.join(meta['grid'])}; {meta['machine']}, {meta['threads']} threads. Raw scores, no classifier: "
              "perceptual distance (and pixel MSE) between the input and its re-synthesis (plain: G(w); aware: "
-             "the chosen degradation of G(w)); lower = more likely fake.", "",
-             "| condition | plain AUC (perc / MSE) | aware AUC (perc / MSE) | plain ms | aware ms | chosen for photos "
-             "| chosen for samples |", "|---|---|---|---|---|---|---|"]
+             "the chosen degradation of G(w)); lower = more likely fake. Modes: plain; full (every candidate "
+             "refined K steps); searchk (every candidate k steps, the best continues to K).", "",
+             "| condition | mode | AUC perc | AUC MSE | ms/image | chosen for photos | chosen for samples |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['condition']} | {r['plain_auc_perc']:.3f} / {r['plain_auc_mse']:.3f} | "
-                     f"{r['aware_auc_perc']:.3f} / {r['aware_auc_mse']:.3f} | {r['plain_ms']:.0f} | "
-                     f"{r['aware_ms']:.0f} | {r['chosen_real']} | {r['chosen_fake']} |")
+        for m in meta["modes"]:
+            lines.append(f"| {r['condition']} | {m} | {r[f'{m}_auc_perc']:.3f} | {r[f'{m}_auc_mse']:.3f} | "
+                         f"{r[f'{m}_ms']:.0f} | {r.get(f'{m}_chosen_real', '')} | {r.get(f'{m}_chosen_fake', '')} |")
     return "\n".join(lines)
 
 
@@ -80,6 +94,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=100, help="images per class and condition (100: about 25 min here)")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="20 images, two conditions (smoke run; no RESULTS.md)")
+    ap.add_argument("--modes", default="plain,full,search5",
+                    help="comma-separated: plain, full, searchK (default %(default)s)")
+    ap.add_argument("--out", default=None, help="JSON name under results/ (a run with --out leaves RESULTS.md alone)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n = 20
@@ -90,25 +107,28 @@ def main(argv=None) -> int:
     conditions = dict(list(CONDITIONS.items())[:2]) if args.quick else CONDITIONS
     meta = {"model_id": det.model_id, "n": args.n, "K": det.feature_cfg.refine_steps, "space": det.feature_cfg.space,
             "grid": [label(d) for d in DEFAULT_GRID], "machine": f"{platform.machine()} CPU",
-            "threads": torch.get_num_threads(), "quick": args.quick}
+            "threads": torch.get_num_threads(), "quick": args.quick, "modes": args.modes.split(",")}
+    for m in meta["modes"]:
+        parse_mode(m)
     rows = []
     for name, cond in conditions.items():
         r, f = (reals, fakes) if cond is None else (laundering.apply(reals, *cond), laundering.apply(fakes, *cond))
         row = {"condition": name}
-        for mode, aware in (("plain", False), ("aware", True)):
+        for mode in meta["modes"]:
+            aware, search = parse_mode(mode)
             t0 = time.perf_counter()
-            pr, mr, cr = scores(det, r, aware=aware, batch=args.batch)
-            pf, mf, cf = scores(det, f, aware=aware, batch=args.batch)
+            pr, mr, cr = scores(det, r, aware=aware, batch=args.batch, search_steps=search)
+            pf, mf, cf = scores(det, f, aware=aware, batch=args.batch, search_steps=search)
             row[f"{mode}_ms"] = 1000 * (time.perf_counter() - t0) / (len(r) + len(f))
             row[f"{mode}_auc_perc"], row[f"{mode}_auc_mse"] = auc(pr, pf), auc(mr, mf)
             if aware:
-                row["chosen_real"] = ", ".join(f"{k} {v}" for k, v in Counter(map(label, cr)).most_common())
-                row["chosen_fake"] = ", ".join(f"{k} {v}" for k, v in Counter(map(label, cf)).most_common())
+                row[f"{mode}_chosen_real"] = ", ".join(f"{k} {v}" for k, v in Counter(map(label, cr)).most_common())
+                row[f"{mode}_chosen_fake"] = ", ".join(f"{k} {v}" for k, v in Counter(map(label, cf)).most_common())
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = RESULTS_DIR / ("degradation_quick.json" if args.quick else "degradation.json")
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    if not args.quick:
+    name = args.out or ("degradation_quick.json" if args.quick else "degradation.json")
+    (RESULTS_DIR / name).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    if not args.quick and not args.out:
         write_section("degradation", report(meta, rows))
     print(report(meta, rows))
     return 0

@@ -1,13 +1,17 @@
 """The project's ROC suite: resynth beside four baselines, per generator and per laundering.
 
-    python -m benchmarks.roc [--n 150] [--quick]
+    python -m benchmarks.roc [--n 300] [--quick]
 
 Reals: the Fashion-MNIST test split (first n). Fakes (n each, 8-bit): the embedded StyleGAN2 at psi 1.0
 and 0.7 (seeds never used in fitting), and generators the detector never saw (benchmarks/generators.py:
 DCGAN, VAE, a narrower StyleGAN2 with another seed). Launderings, applied to reals and fakes alike (same
 size and format for both): JPEG 95/75/50, down-up resize x0.5, Gaussian blur sigma 1, Gaussian noise
-sigma 0.02. Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs; the speed/accuracy
-frontier of the inversion settings and the arithmetic cost floor of the default. Writes
+sigma 0.02; the generators the detector never saw are measured under clean, JPEG 75, resize and blur. Only
+the embedded generator's samples are used in fitting: every other generator is held out (leave-one-generator-out
+holds trivially). resynth's rows: the combined evidence (its p_fake and threshold), and its two parts alone:
+resynth_generator (the generator-specific classifier) and photo_model (the real-photo model's negative
+log-likelihood; detector/evidence.py). Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs;
+the speed/accuracy frontier of the inversion settings and the arithmetic cost floor of the default. Writes
 results/roc.json, results/roc_*.png and the 'roc' sections of RESULTS.md.
 """
 
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from detector import laundering
+from detector.evidence import appearance_features
 from detector.features import extract_features
 from detector.fit import EVAL_FAKE_SEED, FIT_FAKE_SEED, FeatureCache, features_for, quantize
 from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
@@ -37,8 +42,11 @@ from .common import RESULTS_DIR, run_inversion, write_section
 
 CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
               "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02)}
-METHODS = ("resynth", "pixel_mse", "perceptual", "spectrum", "cnn", "linear_probe")
-PROBABILISTIC = {"resynth", "spectrum", "cnn", "linear_probe"}
+HELD_OUT_CONDITIONS = ("clean", "jpeg75", "resize0.5", "blur1")  # for the generators never used in fitting
+METHODS = ("resynth", "resynth_generator", "photo_model", "pixel_mse", "perceptual", "spectrum", "cnn",
+           "linear_probe")
+PROBABILISTIC = {"resynth", "resynth_generator", "spectrum", "cnn", "linear_probe"}
+OWN = ("stylegan2 psi=1.0", "stylegan2 psi=0.7")
 
 
 def fake_sets(det: Detector, n: int, names: list[str]) -> dict[str, torch.Tensor]:
@@ -125,8 +133,7 @@ def fmt_ci(m: dict, k: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", default=str(DEFAULT_DETECTOR))
-    ap.add_argument("--n", type=int, default=150,
-                    help="images per real/fake set (150: the whole suite runs in under an hour on 2 CPU cores)")
+    ap.add_argument("--n", type=int, default=300, help="images per real/fake set")
     ap.add_argument("--n-fit", type=int, default=2000, help="fitting images per class for the fitted baselines")
     ap.add_argument("--n-frontier", type=int, default=80, help="images per class for the speed/accuracy frontier")
     ap.add_argument("--boot", type=int, default=200)
@@ -150,9 +157,15 @@ def main(argv=None) -> int:
               batch=50, cache=cache)
 
     def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
         X, fnames = features_for(images, desc=desc, **kw)
-        p = det.classifier.predict_proba(X)
-        out = {"resynth": p, "resynth_verdicts": np.asarray(det.verdicts(X, fnames, p)), **feature_baselines(X, fnames)}
+        ev = det.probabilities(X, images)
+        ms = 1000 * (time.perf_counter() - t0) / len(images)  # inversion features + evidence (0 when cached)
+        photo = (det.evidence.real_model.score(appearance_features(det.perceptual, images)) if det.evidence
+                 else np.zeros(len(X)))
+        out = {"resynth": ev.p_fake, "resynth_generator": det.classifier.predict_proba(X), "photo_model": photo,
+               "resynth_verdicts": np.asarray(det.verdicts(X, fnames, ev.p_fake)), "ms": ms,
+               **feature_baselines(X, fnames)}
         out.update({k: b.score(images) for k, b in baselines.items()})
         return out
 
@@ -162,18 +175,22 @@ def main(argv=None) -> int:
         s_real = scores(launder(reals), f"{cname} real")
         results[cname] = {}
         for gname, f in fakes.items():
+            if gname not in OWN and cname not in HELD_OUT_CONDITIONS:
+                continue
             s_fake = scores(launder(f), f"{cname} {gname}")
             y = np.r_[np.zeros(len(reals)), np.ones(len(f))].astype(int)
             results[cname][gname] = {}
             for m in METHODS:
                 s = np.r_[s_real[m], s_fake[m]]
-                thr = det.classifier.threshold if m == "resynth" else (0.5 if m in PROBABILISTIC else None)
+                thr = {"resynth": det.threshold, "resynth_generator": det.classifier.threshold}.get(
+                    m, 0.5 if m in PROBABILISTIC else None)
                 results[cname][gname][m] = metrics_with_ci(y, s, thr, probabilities=m in PROBABILISTIC,
                                                            n_boot=args.boot)
                 curves[(cname, gname, m)] = (y, s)
             v_real, v_fake = s_real["resynth_verdicts"], s_fake["resynth_verdicts"]
             decided = np.r_[v_real, v_fake] != "uncertain"
             correct = np.r_[v_real == "real", v_fake == "fake"]
+            results[cname][gname]["ms_per_image"] = (s_real["ms"] + s_fake["ms"]) / 2
             results[cname][gname]["resynth_verdicts"] = {
                 "uncertain_real": float((v_real == "uncertain").mean()),
                 "uncertain_fake": float((v_fake == "uncertain").mean()),
@@ -195,7 +212,7 @@ def main(argv=None) -> int:
                   title="clean, embedded generator: raw perceptual distance AUC")
     floor = cost_floor(det)
     meta = {"model_id": det.model_id, "n_per_set": args.n, "n_fit_baselines": args.n_fit, "boot": args.boot,
-            "threshold": det.classifier.threshold, "machine": platform.machine(), "cpus": torch.get_num_threads(),
+            "threshold": det.threshold, "machine": platform.machine(), "cpus": torch.get_num_threads(),
             "wall_s": time.time() - t_start, "quick": args.quick,
             "cnn_training": {"history": baselines["cnn"].history, "best_epoch": baselines["cnn"].best_epoch,
                              "val_auc": baselines["cnn"].val_auc}}
@@ -207,15 +224,45 @@ def main(argv=None) -> int:
     return 0
 
 
+TARGETS = [("own generator, clean, psi 1.0", "clean", "stylegan2 psi=1.0", 0.995),
+           ("own generator, clean, psi 0.7", "clean", "stylegan2 psi=0.7", 0.995),
+           ("JPEG q75", "jpeg75", "stylegan2 psi=1.0", 0.99), ("JPEG q50", "jpeg50", "stylegan2 psi=1.0", 0.98),
+           ("resize x0.5", "resize0.5", "stylegan2 psi=1.0", 0.95),
+           ("blur sigma 1", "blur1", "stylegan2 psi=1.0", 0.95),
+           ("DCGAN (never in fitting)", "clean", "dcgan", 0.90), ("VAE (never in fitting)", "clean", "vae", 0.90),
+           ("narrow StyleGAN2 (never in fitting)", "clean", "stylegan2-narrow", 0.90)]
+
+
+def targets_table(results: dict, names: list[str]) -> list[str]:
+    """The rows of issue #13's target table: resynth's AUC with its interval, the FPR at its threshold, ms/image."""
+    lines = ["Against the targets (resynth = combined evidence; its generator classifier alone beside it):", "",
+             "| condition | target AUC | resynth AUC | reached | generator part alone | FPR on photos at threshold "
+             "| ms/image |", "|---|---|---|---|---|---|---|"]
+    for label, c, g, target in TARGETS:
+        r = results.get(c, {}).get(g)
+        if not r:
+            continue
+        auc = r["resynth"]["auc"]
+        lines.append(f"| {label} | ≥ {target} | {fmt_ci(r['resynth'], 'auc')} | {'yes' if auc >= target else 'no'} | "
+                     f"{r['resynth_generator']['auc']:.3f} | {1 - r['resynth']['real_accuracy']:.1%} | "
+                     f"{r['ms_per_image']:.0f} |")
+    fprs = [1 - results[c][names[0]]["resynth"]["real_accuracy"] for c in results]
+    clean = results.get("clean", {}).get(names[0])
+    lines += ["", f"Highest false-positive rate on test photos at the threshold over the conditions: {max(fprs):.1%} "
+              "(target ≤ 1.5%)" + (f"; ECE clean: {clean['resynth']['ece']:.3f} (target ≤ 0.03)." if clean else ".")]
+    return lines
+
+
 def render(meta, results, front, floor, conditions, names) -> str:
     lines = ["## ROC suite (`python -m benchmarks.roc`)", "",
              f"Model `{meta['model_id']}`; {meta['n_per_set']} test-split reals and {meta['n_per_set']} fakes per "
              f"generator; bootstrap 95% intervals ({meta['boot']} resamples); accuracy at the stored threshold "
              f"({meta['threshold']:.4f}) for resynth, at 0.5 for the probabilistic baselines, none for raw distances. "
              f"Run time {meta['wall_s'] / 60:.0f} min on {meta['cpus']} threads ({meta['machine']}). ROC curves: "
-             "`benchmarks/results/roc_gen_*.png` (per generator, clean) and `roc_cond_*.png` (per laundering).", ""]
+             "`benchmarks/results/roc_gen_*.png` (per generator, clean) and `roc_cond_*.png` (per laundering).", "",
+             *targets_table(results, names), ""]
     for cname in conditions:
-        verdicts = [(g, results[cname][g].get("resynth_verdicts")) for g in names]
+        verdicts = [(g, results[cname][g].get("resynth_verdicts")) for g in names if g in results[cname]]
         verdict_rows = [f"| {g} | {v['uncertain_real']:.1%} | {v['uncertain_fake']:.1%} | "
                         f"{v['decided_accuracy']:.3f} | {v['decided_fpr']:.1%} |"
                         for g, v in verdicts if v and v["decided_accuracy"] is not None]
@@ -227,7 +274,7 @@ def render(meta, results, front, floor, conditions, names) -> str:
         lines += [
                   "| generator | method | AUC | AP | EER | TPR@1%FPR | TPR@5%FPR | acc | real acc | fake acc | ECE |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for gname in names:
+        for gname in (g for g in names if g in results[cname]):
             for m in METHODS:
                 r = results[cname][gname][m]
                 lines.append(f"| {gname} | {m} | {fmt_ci(r, 'auc')} | {fmt_ci(r, 'ap')} | {fmt_ci(r, 'eer')} | "

@@ -61,14 +61,15 @@ def calibrate(detector_path: str | Path, p_real: np.ndarray, *, fpr: float, out_
         raise CalibrationError(f"{len(p_real)} usable reference photos in {source}: at least {need} are needed to "
                                f"set a threshold at {fpr:.2%} false positives (add photos or raise --fpr)")
     spec = json.loads(Path(detector_path).read_text())
-    old = float(spec["classifier"]["threshold"])
+    decider = "evidence" if spec.get("evidence") else "classifier"  # where the deciding threshold lives
+    old = float(spec[decider]["threshold"])
     t = threshold_at_fpr(p_real, fpr)
     src_dir, out_dir = Path(detector_path).resolve().parent, Path(out_path).resolve().parent
     for part in ("bundle", "encoder"):
         if spec.get(part):
             spec[part]["file"] = os.path.relpath(src_dir / spec[part]["file"], out_dir)
-    spec["classifier"]["threshold"] = float(t)
-    spec["classifier"]["target_fpr"] = fpr
+    spec[decider]["threshold"] = float(t)
+    spec[decider]["target_fpr"] = fpr
     digest = hashlib.sha256(np.sort(p_real).tobytes() + f"{fpr}".encode()).hexdigest()[:8]
     base_id = spec.get("calibration", {}).get("base_model_id", spec["model_id"])
     spec["calibration"] = {

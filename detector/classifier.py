@@ -127,6 +127,13 @@ class JsonClassifier:
         return np.clip(np.interp(d, cal["x"], cal["y"]), 0.0, 1.0)
 
 
+def split_indices(y: np.ndarray, cfg: ClassifierConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the fit and calibration parts (stratified, seeded): the split `fit_classifier` uses."""
+    idx = np.arange(len(y))
+    fit_idx, cal_idx = train_test_split(idx, test_size=cfg.calibration_fraction, stratify=y, random_state=cfg.seed)
+    return fit_idx, cal_idx
+
+
 def fit_classifier(X: np.ndarray, y: np.ndarray, feature_names: list[str], *,
                    cfg: ClassifierConfig = ClassifierConfig()) -> tuple[dict, CalibratedClassifierCV]:
     """Fit, compare, calibrate and threshold. Returns (JSON spec, the sklearn calibrated model)."""
@@ -135,8 +142,8 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, feature_names: list[str], *,
         raise ValueError(f"{X.shape[1]} feature columns but {len(feature_names)} names")
     if not np.isfinite(X).all():
         raise ValueError("features contain NaN or infinity")
-    X_fit, X_cal, y_fit, y_cal = train_test_split(X, y, test_size=cfg.calibration_fraction, stratify=y,
-                                                  random_state=cfg.seed)
+    fit_idx, cal_idx = split_indices(y, cfg)
+    X_fit, X_cal, y_fit, y_cal = X[fit_idx], X[cal_idx], y[fit_idx], y[cal_idx]
     cv = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
     scores = {name: cross_val_score(pipe, X_fit, y_fit, cv=cv, scoring="roc_auc")
               for name, pipe in candidates(cfg.seed).items()}

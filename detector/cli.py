@@ -49,14 +49,17 @@ def cmd_fit(args) -> int:
         bundle_file=rel(args.bundle), encoder_file=rel(args.encoder) if encoder is not None else None,
         feature_cfg=FeatureConfig(refine_steps=args.refine_steps, space=args.space,
                                   degradations=tuple((d.blur_sigma, d.scale) for d in DEFAULT_GRID)
-                                  if args.degradation_aware else ()),
+                                  if args.degradation_aware else (),
+                                  search_steps=args.search_steps if args.degradation_aware and args.search_steps >= 0
+                                  else None),
         clf_cfg=ClassifierConfig(calibration=args.calibration, target_fpr=args.target_fpr),
-        cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch),
+        cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch,
+                      real_model=not args.no_real_model),
         cache_dir=args.cache, device=device)
-    c = spec["classifier"]
+    c, ev = spec["classifier"], spec.get("evidence")
     print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "chosen": c["selection"],
-                      "threshold": c["threshold"], "calibration_split": c["calibration_split"], "sizes": c["sizes"]},
-                     indent=2))
+                      "threshold": ev["threshold"] if ev else c["threshold"],
+                      "calibration_split": c["calibration_split"], "sizes": c["sizes"]}, indent=2))
     return 0
 
 
@@ -103,7 +106,8 @@ def cmd_detect(args) -> int:
             print(json.dumps(d))
         else:
             warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
-            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){warn}")
+            why = f"  because: {'; '.join(r.reasons)}" if r.reasons else ""
+            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){why}{warn}")
     return 1 if failures else 0
 
 
@@ -178,7 +182,12 @@ def add_commands(sub) -> None:
     s.add_argument("--refine-steps", type=int, default=25)
     s.add_argument("--space", default="W", choices=("W", "W+"))
     s.add_argument("--degradation-aware", action="store_true",
-                   help="invert under a grid of blurs and down-up resizes, the best per image (6x the cost)")
+                   help="invert under a grid of blurs and down-up resizes, the best per image")
+    s.add_argument("--search-steps", type=int, default=5,
+                   help="with --degradation-aware: steps per candidate before the best continues (default "
+                        "%(default)s: about 2x the plain cost; -1: every candidate refined fully, 6x)")
+    s.add_argument("--no-real-model", action="store_true",
+                   help="the generator-specific classifier alone, without the one-class model of real photos")
     s.add_argument("--n-real", type=int, default=2000)
     s.add_argument("--n-fake", type=int, default=2000)
     s.add_argument("--launder-prob", type=float, default=0.5)

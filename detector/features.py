@@ -29,9 +29,12 @@ class FeatureConfig(InvertConfig):
     """The hybrid inversion the features are computed after (its settings: InvertConfig), as stored in a
     detector file. With `degradations` (pairs of blur sigma and resize scale), the inversion is
     degradation-aware (gan_inversion.degradation): the best candidate per image, the input compared with the
-    degraded re-synthesis, and three more features (its blur sigma, its scale, the loss it gained)."""
+    degraded re-synthesis, and three more features (its blur sigma, its scale, the loss it gained).
+    `search_steps` (None: every candidate refined fully) makes the search cheaper: every candidate gets that many
+    steps, only the best continues (gan_inversion.degradation.invert_degraded)."""
 
     degradations: tuple[tuple[float, float], ...] = ()
+    search_steps: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "degradations", tuple((float(b), float(s)) for b, s in self.degradations))
@@ -91,7 +94,8 @@ def extract_features(G: Generator, D: Discriminator, encoder: Encoder | None, pe
     t0 = time.perf_counter()
     chosen, extra = None, []
     if cfg.degradations:
-        out = invert_degraded(G, images, encoder=encoder, perceptual=perceptual, cfg=cfg, grid=cfg.grid)
+        out = invert_degraded(G, images, encoder=encoder, perceptual=perceptual, cfg=cfg, grid=cfg.grid,
+                              search_steps=cfg.search_steps)
         res, ws0, rec = out.result, out.ws_encoder, out.degraded  # the input is compared with degrade(G(w))
         chosen = [d.to_dict() for d in out.degradations]
         plain = [i for i, d in enumerate(cfg.grid) if d.is_identity]

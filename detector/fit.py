@@ -24,7 +24,8 @@ from gan_inversion.networks import Discriminator, Generator
 from gan_inversion.perceptual import PerceptualDistance
 
 from . import laundering
-from .classifier import ClassifierConfig, fit_classifier
+from .classifier import ClassifierConfig, JsonClassifier, fit_classifier, split_indices
+from .evidence import RealModelConfig, RealPhotoModel, appearance_features, fit_evidence, fit_real_model
 from .features import FeatureConfig, extract_features
 from .metrics import point_metrics
 from .scoring import DETECTOR_FORMAT, DETECTOR_VERSION
@@ -39,6 +40,7 @@ class FitConfig:
     launder_prob: float = 0.5
     batch: int = 50
     seed: int = 0
+    real_model: bool = True     # also fit the one-class model of real photos and combine (detector/evidence.py)
 
 
 class FeatureCache:
@@ -113,8 +115,13 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     X = np.concatenate([X_real, X_fake])
     y = np.concatenate([np.zeros(len(X_real), dtype=np.int64), np.ones(len(X_fake), dtype=np.int64)])
     spec_clf, _ = fit_classifier(X, y, names, cfg=clf_cfg)
+    evidence = None
+    if cfg.real_model:
+        A = appearance_features(perceptual, torch.cat([real, fake]).to(device))
+        evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
+                                         seed=cfg.seed)
     lo, hi = np.percentile(X, 0.1, axis=0), np.percentile(X, 99.9, axis=0)
-    clf_fp = hashlib.sha256(json.dumps(spec_clf).encode()).hexdigest()
+    clf_fp = hashlib.sha256(json.dumps([spec_clf, evidence]).encode()).hexdigest()
     spec = {
         "format": DETECTOR_FORMAT, "format_version": DETECTOR_VERSION,
         "model_id": f"{Path(bundle_file).stem}-{G_fp[:8]}-{clf_fp[:8]}",
@@ -123,6 +130,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         "perceptual": perceptual.backend_id,
         "features": feature_cfg.to_dict(),
         "classifier": spec_clf,
+        **({"evidence": evidence} if evidence else {}),
         "domain": {"feature_lo": lo.tolist(), "feature_hi": hi.tolist(), "colour_limit": 8.0},
         "fit": {**asdict(cfg), "real_data": reals.name, "real_fingerprint": reals.fingerprint(),
                 "fake_seed": FIT_FAKE_SEED + cfg.seed,
@@ -132,6 +140,28 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     }
     write_spec(out_path, spec)
     return spec
+
+
+def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf: dict, *,
+                          clf_cfg: ClassifierConfig, backbone: str, seed: int = 0,
+                          real_cfg: RealModelConfig = RealModelConfig()) -> dict:
+    """The real-photo model and the combination (detector/evidence.py), on the classifier's own split.
+
+    The real-photo model is fitted on the photos of the classifier's fit part (photos only). The calibration
+    part is halved at random: one half of its photos is the reference the tail probabilities are measured
+    against; the other half, with the calibration fakes, fits the sigmoid and sets the threshold.
+    """
+    fit_idx, cal_idx = split_indices(y, clf_cfg)
+    real_model = fit_real_model(A[fit_idx][y[fit_idx] == 0], cfg=real_cfg, backbone=backbone)
+    rng = np.random.default_rng(seed)
+    cal_real = cal_idx[y[cal_idx] == 0]
+    ref = np.sort(rng.permutation(cal_real)[: len(cal_real) // 2])
+    cal = np.setdiff1d(cal_idx, ref)
+    decision = JsonClassifier(spec_clf).decision(X)
+    photo = RealPhotoModel(real_model).score(A)
+    return fit_evidence(decision_ref=decision[ref], photo_ref=photo[ref], decision_cal=decision[cal],
+                        photo_cal=photo[cal], y_cal=y[cal], real_model=real_model, target_fpr=clf_cfg.target_fpr,
+                        tail_fraction=real_cfg.tail_fraction)
 
 
 def write_spec(path: str | Path, spec: dict) -> None:
@@ -168,7 +198,7 @@ def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batc
         r, f = (real, fake) if cond is None else (laundering.apply(real, *cond), laundering.apply(fake, *cond))
         X_r, _ = features_for(r.to(detector.device), desc=f"{name} real", **kw)
         X_f, _ = features_for(f.to(detector.device), desc=f"{name} fake", **kw)
-        p = detector.classifier.predict_proba(np.concatenate([X_r, X_f]))
+        p = detector.probabilities(np.concatenate([X_r, X_f]), torch.cat([r, f])).p_fake
         y = np.concatenate([np.zeros(len(X_r)), np.ones(len(X_f))]).astype(int)
-        out[name] = binary_metrics(y, p, detector.classifier.threshold)
+        out[name] = binary_metrics(y, p, detector.threshold)
     return {"n_per_class": n, "fake_seed": EVAL_FAKE_SEED, "real_data": test_reals.name, "conditions": out}

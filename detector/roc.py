@@ -63,14 +63,14 @@ def roc_on_folders(detector, real_dir: Path, fake_dir: Path, out_dir: str | Path
         raise ValueError(f"need images in both folders (real: {len(s_real)}, fake: {len(s_fake)})")
     y = np.concatenate([np.zeros(len(s_real)), np.ones(len(s_fake))]).astype(int)
     s = np.concatenate([s_real, s_fake])
-    m = metrics_with_ci(y, s, detector.classifier.threshold, probabilities=True)
+    m = metrics_with_ci(y, s, detector.threshold, probabilities=True)
     result = {"model_id": detector.model_id, "real": str(real_dir), "fake": str(fake_dir),
-              "threshold": detector.classifier.threshold, "metrics": m, "skipped": skip_r + skip_f}
+              "threshold": detector.threshold, "metrics": m, "skipped": skip_r + skip_f}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     rows = ["| metric | value | 95% CI |", "|---|---|---|"]
     rows += [f"| {k} | {m[k]:.4f} | [{m[k + '_ci'][0]:.4f}, {m[k + '_ci'][1]:.4f}] |" for k in TABLE_KEYS]
     table = (f"resynth {detector.model_id}: {m['n_real']} real ({real_dir}), {m['n_fake']} fake ({fake_dir}), "
-             f"threshold {detector.classifier.threshold:.4f}\n\n" + "\n".join(rows) + "\n")
+             f"threshold {detector.threshold:.4f}\n\n" + "\n".join(rows) + "\n")
     (out / "table.md").write_text(table)
     plot_roc({"resynth": (y, s)}, out / "roc.png", title=f"ROC: {real_dir.name} vs {fake_dir.name}")
     return result

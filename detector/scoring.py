@@ -24,6 +24,7 @@ from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse
 
 from . import laundering
 from .classifier import JsonClassifier
+from .evidence import REASON_GENERATOR, Evidence, EvidenceModel, appearance_features
 from .features import FeatureConfig, extract_features
 from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_image
 
@@ -79,10 +80,16 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)
     evidence: dict[str, bytes] = field(default_factory=dict)  # PNG bytes, on request
     degradation: dict[str, float] | None = None  # estimated (degradation-aware detectors): blur_sigma, scale
+    reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
+    tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
+                                                         # evidence ('generator', 'photos'; detector/evidence.py)
 
     def to_dict(self, *, include_features: bool = True) -> dict:
         d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
              "model_id": self.model_id, "timings_ms": self.timings_ms, "warnings": list(self.warnings)}
+        d["reasons"] = list(self.reasons)
+        if self.tail_probabilities is not None:
+            d["tail_probabilities"] = dict(self.tail_probabilities)
         if self.degradation is not None:
             d["degradation"] = dict(self.degradation)
         if include_features:
@@ -125,6 +132,9 @@ class Detector:
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
         self.classifier = JsonClassifier(spec["classifier"])
+        self.evidence = EvidenceModel(spec["evidence"]) if spec.get("evidence") else None
+        # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
+        self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
         self.feature_cfg = FeatureConfig(**{k: v for k, v in spec["features"].items() if k != "version"})
         self.fitted_refine_steps = self.feature_cfg.refine_steps
         if refine_steps is not None and refine_steps != self.fitted_refine_steps:
@@ -194,7 +204,9 @@ class Detector:
                 "channels": G.img_channels, "perceptual": self.spec["perceptual"],
                 "refine_steps": self.feature_cfg.refine_steps, "space": self.feature_cfg.space,
                 "degradations": [list(d) for d in self.feature_cfg.degradations],
-                "threshold": self.classifier.threshold, "target_fpr": self.spec["classifier"].get("target_fpr"),
+                "threshold": self.threshold,
+                "target_fpr": (self.spec.get("evidence") or self.spec["classifier"]).get("target_fpr"),
+                "evidence": ["generator", "photos"] if self.evidence else ["generator"],
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
                 "calibration": self.spec.get("calibration")}
 
@@ -205,8 +217,23 @@ class Detector:
 
     def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray) -> list[str]:
         """Verdicts of feature rows [N, F] with their probabilities (the input decoding's own warnings aside)."""
-        return [self.policy.verdict(float(pi), self.classifier.threshold, self._warnings(None, x, names))
+        return [self.policy.verdict(float(pi), self.threshold, self._warnings(None, x, names))
                 for x, pi in zip(X, p, strict=True)]
+
+    def probabilities(self, X: np.ndarray, images: torch.Tensor) -> Evidence:
+        """Calibrated p_fake of inversion feature rows [N, F] and their images [N, C, H, W] (the appearance
+        evidence is computed from the images); a detector without a real-photo model uses its classifier alone."""
+        if self.evidence is None:
+            p = self.classifier.predict_proba(X)
+            nan = np.full(len(p), np.nan)
+            return Evidence(p_fake=p, q_generator=nan, q_photos=nan)
+        A = appearance_features(self.perceptual, images.to(self.device))
+        return self.evidence.evaluate(self.classifier.decision(X), A)
+
+    def reasons(self, ev: Evidence, i: int) -> list[str]:
+        if self.evidence is None:
+            return [REASON_GENERATOR] if ev.p_fake[i] > self.threshold else []
+        return ev.reasons(i, self.evidence.q_at_threshold(self.threshold))
 
     def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str]) -> list[str]:
         out = []
@@ -238,14 +265,15 @@ class Detector:
             raise DetectorError("feature names differ from those the classifier was fitted on")
         t0 = time.perf_counter()
         X = fb.values.numpy()
-        p = self.classifier.predict_proba(X)
+        ev = self.probabilities(X, images)
+        p = ev.p_fake
         classify_ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
         flips: list[list[str]] = [[] for _ in range(N)]
         for kind, strength in STABILITY_CHECKS[: self.policy.stability_checks]:
             moved = laundering.apply(images.cpu(), kind, strength).to(self.device)
             Xk = extract_features(self.G, self.D, self.encoder, self.perceptual, moved, cfg=self.feature_cfg).values
-            pk = self.classifier.predict_proba(Xk.numpy())
-            for i in np.flatnonzero((pk > self.classifier.threshold) != (p > self.classifier.threshold)):
+            pk = self.probabilities(Xk.numpy(), moved).p_fake
+            for i in np.flatnonzero((pk > self.threshold) != (p > self.threshold)):
                 flips[i].append(f"{kind} {strength:g}")
         results = []
         for i in range(N):
@@ -258,8 +286,10 @@ class Detector:
                 warnings.append(f"{UNSTABLE}: the verdict flips under mild re-degradation ({', '.join(flips[i])})")
             r = ScoreResult(
                 source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
-                verdict=self.policy.verdict(float(p[i]), self.classifier.threshold, warnings),
-                threshold=self.classifier.threshold,
+                verdict=self.policy.verdict(float(p[i]), self.threshold, warnings),
+                threshold=self.threshold, reasons=self.reasons(ev, i),
+                tail_probabilities=None if self.evidence is None else
+                {"generator": float(ev.q_generator[i]), "photos": float(ev.q_photos[i])},
                 model_id=self.model_id, features=dict(zip(fb.names, map(float, X[i]), strict=True)),
                 timings_ms=timings, warnings=warnings,
                 degradation=fb.degradations[i] if fb.degradations else None)

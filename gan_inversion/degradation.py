@@ -12,6 +12,7 @@ pixels (edges replicated), and down-up resize by `scale` (antialiased bilinear d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -74,6 +75,24 @@ def down_up(x: torch.Tensor, scale: float) -> torch.Tensor:
     return F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
 
 
+class PerImageDegradation:
+    """A differentiable map that applies each image its own degradation ([N, C, H, W], one per image)."""
+
+    def __init__(self, degradations: list[Degradation]):
+        self.degradations = list(degradations)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.degradations) != x.shape[0]:
+            raise ValueError(f"{len(self.degradations)} degradations for {x.shape[0]} images")
+        out = [None] * x.shape[0]
+        for d in dict.fromkeys(self.degradations):  # one call per distinct degradation, order kept
+            idx = [i for i, di in enumerate(self.degradations) if di == d]
+            y = d(x[idx])
+            for k, i in enumerate(idx):
+                out[i] = y[k]
+        return torch.stack(out)
+
+
 @dataclass
 class DegradedInversion:
     result: ProjectionResult            # per image, the inversion under its chosen degradation
@@ -85,24 +104,40 @@ class DegradedInversion:
 
 def invert_degraded(G: Generator, target: torch.Tensor, *, encoder: Encoder | None, perceptual: PerceptualDistance,
                     cfg: InvertConfig = InvertConfig(),
-                    grid: tuple[Degradation, ...] = DEFAULT_GRID) -> DegradedInversion:
-    """Hybrid inversion under each candidate degradation; per image, the candidate with the lowest final loss.
+                    grid: tuple[Degradation, ...] = DEFAULT_GRID, search_steps: int | None = None
+                    ) -> DegradedInversion:
+    """Hybrid inversion under each candidate degradation; per image, the candidate with the lowest loss.
 
-    Every candidate's inversion is per-image independent, so the choice for one image does not depend on the
-    others in the batch. Cost: len(grid) inversions.
+    search_steps=None: every candidate gets the full `cfg.refine_steps` (cost: len(grid) inversions).
+    search_steps=k (0 <= k < refine_steps): every candidate gets k steps, the best per image is kept and
+    refined for the remaining refine_steps - k steps under its own degradation (cost: len(grid) * k +
+    refine_steps - k steps). Every step is per-image independent, so the choice for one image does not depend
+    on the others in the batch.
     """
     if not grid:
         raise ValueError("the degradation grid is empty")
-    runs = [invert(G, target, encoder=encoder, perceptual=perceptual, cfg=cfg, degradation=d) for d in grid]
+    K = cfg.refine_steps
+    if search_steps is not None and not 0 <= search_steps < K:
+        raise ValueError(f"search_steps must be in [0, {K}) (refine_steps), got {search_steps}")
+    search_cfg = cfg if search_steps is None else dataclasses.replace(cfg, refine_steps=search_steps)
+    runs = [invert(G, target, encoder=encoder, perceptual=perceptual, cfg=search_cfg, degradation=d) for d in grid]
     losses = torch.stack([r.final_loss for r, _ in runs], dim=1)  # [N, len(grid)]
     best = losses.argmin(dim=1)
     pick = lambda field: torch.stack([getattr(runs[int(j)][0], field)[i] for i, j in enumerate(best)])  # noqa: E731
-    images = pick("images")
-    result = ProjectionResult(
-        ws=pick("ws"), images=images, final_loss=losses.gather(1, best[:, None])[:, 0],
-        loss_history=torch.stack([runs[int(j)][0].loss_history[:, i] for i, j in enumerate(best)], dim=1),
-        timings={"total_s": sum(r.timings["total_s"] for r, _ in runs), "candidates": len(grid)})
     chosen = [grid[int(j)] for j in best]
+    history = torch.stack([runs[int(j)][0].loss_history[:, i] for i, j in enumerate(best)], dim=1)  # [k, N]
+    total_s = sum(r.timings["total_s"] for r, _ in runs)
+    if search_steps is None:
+        ws, images, final = pick("ws"), pick("images"), losses.gather(1, best[:, None])[:, 0]
+    else:  # continue the chosen candidates (ws [N, num_ws, w_dim] are their latents after the search)
+        rest = dataclasses.replace(cfg, refine_steps=K - search_steps)
+        cont, _ = invert(G, target, encoder=None, perceptual=perceptual, cfg=rest,
+                         degradation=PerImageDegradation(chosen), ws_init=pick("ws"))
+        ws, images, final = cont.ws, cont.images, cont.final_loss
+        history = torch.cat([history, cont.loss_history])
+        total_s += cont.timings["total_s"]
+    result = ProjectionResult(ws=ws, images=images, final_loss=final, loss_history=history,
+                              timings={"total_s": total_s, "candidates": len(grid), "search_steps": search_steps})
     with torch.no_grad():
         degraded = torch.cat([d(images[i:i + 1]) for i, d in enumerate(chosen)])
     return DegradedInversion(result=result, ws_encoder=runs[0][1], degradations=chosen, losses=losses,

@@ -267,14 +267,18 @@ class InvertConfig:
 
 
 def invert(G: Generator, target: torch.Tensor, *, encoder: Encoder | None, perceptual: PerceptualDistance,
-           cfg: InvertConfig = InvertConfig(), degradation=None) -> tuple[ProjectionResult, torch.Tensor]:
+           cfg: InvertConfig = InvertConfig(), degradation=None,
+           ws_init: torch.Tensor | None = None) -> tuple[ProjectionResult, torch.Tensor]:
     """Hybrid inversion: the encoder's first guess, then `cfg.refine_steps` projector steps (with an optional
     degradation model in the loss: gan_inversion.degradation).
 
     Returns (result, ws of the first guess [N, num_ws, w_dim]); without an encoder the guess is w_avg.
+    ws_init [N, num_ws, w_dim], when given, is the first guess instead (continuing an earlier inversion).
     """
     with torch.no_grad():
-        if encoder is not None:
+        if ws_init is not None:
+            ws0 = ws_init.detach()
+        elif encoder is not None:
             ws0 = encoder(target)
         else:
             ws0 = G.w_avg.view(1, 1, -1).expand(target.shape[0], G.num_ws, -1).clone()

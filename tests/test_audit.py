@@ -202,7 +202,7 @@ def test_video_frames_are_inverted_once(media, tiny_detector):
     calls = {"images": 0, "score": 0}
 
     class Counting:
-        classifier, model_id = det.classifier, det.model_id
+        classifier, threshold, model_id = det.classifier, det.threshold, det.model_id
 
         def prepare(self, *a, **k):
             return det.prepare(*a, **k)

@@ -82,6 +82,30 @@ def test_search_picks_the_degradation_and_is_batch_independent(G, perc):
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())  # G never modified
 
 
+def test_cheap_search_continues_each_image_under_its_own_degradation(G, perc):
+    """search_steps=k: k steps per candidate, then the best per image continues; images in one batch may have
+    chosen different degradations, and each one's result is the one it gets alone."""
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(11)))
+        clean = G.synthesis(ws, noise_mode="const")
+    target = torch.cat([gaussian_blur(clean[:1], 1.2), clean[1:2], down_up(clean[2:], 0.5)])
+    enc = PerfectGuess(target, ws)
+    grid = (Degradation(), Degradation(blur_sigma=1.2), Degradation(scale=0.5))
+    cfg = InvertConfig(refine_steps=8, space="W+", initial_lr=0.01)
+    out = invert_degraded(G, target, encoder=enc, perceptual=perc, cfg=cfg, grid=grid, search_steps=3)
+    assert out.degradations == [grid[1], grid[0], grid[2]]
+    assert out.result.loss_history.shape == (8, 3)  # 3 search steps + 5 more for the chosen candidate
+    assert (out.result.final_loss <= out.losses.min(dim=1).values + 1e-6).all()  # continuing does not lose
+    for i in range(3):
+        alone = invert_degraded(G, target[i:i + 1], encoder=enc, perceptual=perc, cfg=cfg, grid=grid,
+                                search_steps=3)
+        assert alone.degradations == out.degradations[i:i + 1]
+        assert torch.allclose(alone.result.ws, out.result.ws[i:i + 1], atol=1e-5)
+        assert torch.allclose(alone.degraded, out.degraded[i:i + 1], atol=1e-5)
+    with pytest.raises(ValueError, match="search_steps"):
+        invert_degraded(G, target, encoder=enc, perceptual=perc, cfg=cfg, grid=grid, search_steps=8)
+
+
 @pytest.fixture(scope="module")
 def aware_detector(tiny_detector, tmp_path_factory):
     """The tiny detector refitted with degradation-aware features (same generator, encoder, perceptual net)."""
@@ -97,9 +121,9 @@ def aware_detector(tiny_detector, tmp_path_factory):
     out = folder / "aware.json"
     grid = ((0.0, 1.0), (1.0, 1.0), (0.0, 0.5))
     fit_detector(out, G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, reals=reals,
-                 bundle_file="g.pt", encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=grid),
+                 bundle_file="g.pt", encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=grid, search_steps=1),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5), progress=False)
+                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5, real_model=False), progress=False)
     return Detector.load(out)
 
 

@@ -125,7 +125,7 @@ def test_score_result_and_evidence(tiny_detector):
     _, det = tiny_detector
     fake = to_uint8(det.G(torch.randn(1, det.G.z_dim))[0]).numpy()[0]
     r = det.score(_png(fake), explain=True, source="fake.png")
-    assert 0 <= r.p_fake <= 1 and r.verdict in ("real", "fake") and r.threshold == det.classifier.threshold
+    assert 0 <= r.p_fake <= 1 and r.verdict in ("real", "fake") and r.threshold == det.threshold
     assert r.model_id == det.model_id and set(r.features) == set(det.classifier.feature_names)
     assert {"decode", "encode", "refine", "features", "classify", "total"} <= set(r.timings_ms)
     for name in ("input", "reconstruction", "pixel_heatmap", "perceptual_heatmap"):
@@ -207,7 +207,8 @@ def test_feature_cache_hits_and_misses(tiny_detector, tmp_path, monkeypatch):
     from detector import fit
 
     path, det = tiny_detector
-    assert len(list((path / "cache").glob("*.npz"))) == 4 and not list((path / "cache").glob("*.tmp"))
+    n_batches = 2 * (96 // 24)  # the fixture fitted 96 photos and 96 samples in batches of 24
+    assert len(list((path / "cache").glob("*.npz"))) == n_batches and not list((path / "cache").glob("*.tmp"))
     x = fit.quantize(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
               batch=3, progress=False)
@@ -257,24 +258,28 @@ def test_stability_checks_make_a_flipping_verdict_uncertain(tiny_detector, monke
 
     _, det = tiny_detector
     img = _png(np.random.default_rng(5).integers(0, 255, (16, 16), dtype=np.uint8))
+    from detector.evidence import Evidence
+
     calls = {"features": 0, "proba": 0}
-    real_extract, real_proba = scoring.extract_features, det.classifier.predict_proba
+    real_extract = scoring.extract_features
 
     def counting_extract(*a, **k):
         calls["features"] += 1
         return real_extract(*a, **k)
 
-    def proba(X):  # the input scores far over the threshold; every re-degraded copy far under it
+    def proba(X, images):  # the input scores far over the threshold; every re-degraded copy far under it
         calls["proba"] += 1
-        return np.full(len(X), 0.999 if calls["proba"] == 1 else 0.001)
+        p = np.full(len(X), 0.999 if calls["proba"] == 1 else 0.0)
+        return Evidence(p_fake=p, q_generator=1 - p, q_photos=np.ones(len(X)))
 
     monkeypatch.setattr(scoring, "extract_features", counting_extract)
     monkeypatch.setattr(det, "policy", VerdictPolicy(stability_checks=3))
-    monkeypatch.setattr(det.classifier, "predict_proba", proba)
+    monkeypatch.setattr(det, "probabilities", proba)
     r = det.score(img)
     assert calls["features"] == 4 and r.verdict == "uncertain" and r.p_fake == 0.999
     assert any(w.startswith("unstable") and "jpeg 90" in w and "resize 0.9" in w for w in r.warnings)
-    monkeypatch.setattr(det.classifier, "predict_proba", real_proba)
+    monkeypatch.undo()
+    monkeypatch.setattr(scoring, "extract_features", counting_extract)
     calls["features"] = 0
     monkeypatch.setattr(det, "policy", VerdictPolicy())  # off by default: one inversion, no such warning
     r = det.score(img)

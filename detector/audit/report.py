@@ -35,7 +35,8 @@ def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
                  "reason": f.reason, "deduplicated": bool(f.deduplicated), "p_fake": None, "verdict": None}
             if r is not None:
                 summary = json.loads(r.summary)
-                d.update(p_fake=r.p_fake, verdict=r.verdict, summary=summary, _thumb=r.thumbnail, _heat=r.heatmap)
+                d.update(p_fake=r.p_fake, verdict=r.verdict, summary=summary, _thumb=r.thumbnail, _heat=r.heatmap,
+                         reasons="; ".join(summary.get("reasons", [])))
                 if r.kind == "video":
                     d.update(frames=summary["frames"], max_p=summary["max"], mean_p=summary["mean"],
                              share_over_threshold=summary["share_over_threshold"],
@@ -45,7 +46,7 @@ def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
 
 
 CSV_FIELDS = ["path", "kind", "size", "content_hash", "state", "reason", "deduplicated", "p_fake", "verdict",
-              "frames", "max_p", "mean_p", "share_over_threshold", "worst_frame_s"]
+              "reasons", "frames", "max_p", "mean_p", "share_over_threshold", "worst_frame_s"]
 
 
 REPORT_FORMATS = {"csv": "text/csv", "json": "application/json", "html": "text/html"}

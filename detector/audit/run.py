@@ -179,14 +179,15 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
         results += det.score_tensors(torch.stack([p.tensor for p in chunk]), preps=chunk, explain=True)
     p = np.asarray([r.p_fake for r in results])
     worst = int(p.argmax())
-    over = float((p > det.classifier.threshold).mean())
+    over = float((p > det.threshold).mean())
     unsure = float(np.mean([r.verdict == "uncertain" for r in results]))
     verdict = "uncertain" if unsure >= 0.5 else "fake" if over >= 0.5 else "real"
     return [Outcome(task.content_hash, kind="video", p_fake=float(p.mean()), verdict=verdict,
                     summary={"frames": len(p), "max": float(p.max()), "mean": float(p.mean()),
                              "share_over_threshold": over, "share_uncertain": unsure,
                              "worst_frame_s": round(stamps[worst], 3),
-                             "warnings": sorted({w for r in results for w in r.warnings})},
+                             "warnings": sorted({w for r in results for w in r.warnings}),
+                             "reasons": sorted({x for r in results for x in r.reasons})},
                     thumbnail=results[worst].evidence["input"],
                     heatmap=results[worst].evidence["perceptual_heatmap"])]
 
@@ -214,7 +215,7 @@ def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
     for h in order:
         mine = [r for r, o in zip(results, owners, strict=True) if o == h]
         worst = max(mine, key=lambda r: r.p_fake)
-        summary = {"warnings": worst.warnings}
+        summary = {"warnings": worst.warnings, "reasons": worst.reasons}
         if cfg.crop_faces:
             summary["faces"] = [r.p_fake for r in mine]
         out.append(Outcome(h, kind="image", p_fake=worst.p_fake, verdict=worst.verdict, summary=summary,

@@ -1,0 +1,126 @@
+"""The real-photo model and the combined evidence: numpy serving equals scikit-learn, tail probabilities behave,
+and images that only one kind of evidence catches are flagged, with that evidence named."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detector.evidence import (
+    REASON_GENERATOR,
+    REASON_PHOTOS,
+    EvidenceModel,
+    RealModelConfig,
+    RealPhotoModel,
+    fit_evidence,
+    fit_real_model,
+    tail_probability,
+    tail_reference,
+)
+
+
+def test_real_photo_model_matches_scikit_learn():
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12)) + 3.0
+    cfg = RealModelConfig(n_components=6, mixture=3)
+    spec = json.loads(json.dumps(fit_real_model(X, cfg=cfg, backbone="test")))  # through JSON, as stored
+    pca = PCA(n_components=6, whiten=True, random_state=0).fit(X)
+    gm = GaussianMixture(3, covariance_type="full", reg_covar=cfg.reg_covar, random_state=0).fit(pca.transform(X))
+    Y = rng.normal(size=(50, 12)) * 3
+    np.testing.assert_allclose(RealPhotoModel(spec).score(Y), -gm.score_samples(pca.transform(Y)), rtol=1e-8)
+    assert spec["n_components"] == 6 and spec["mixture"] == 3
+
+
+def test_real_photo_model_shrinks_with_few_photos_and_refuses_too_few():
+    rng = np.random.default_rng(1)
+    spec = fit_real_model(rng.normal(size=(40, 30)), backbone="test")
+    assert spec["n_components"] == 10 and spec["mixture"] == 2  # 4 photos per dimension, 2 per parameter row
+    with pytest.raises(ValueError, match="too few photos"):
+        fit_real_model(rng.normal(size=(10, 30)), backbone="test")
+
+
+def test_tail_probability_is_the_share_of_photos_and_keeps_ranking_past_them():
+    ref_scores = np.random.default_rng(2).normal(size=2000)
+    ref = tail_reference(ref_scores, tail_fraction=0.1)
+    for v in (-1.0, 0.0, 0.5, 1.0):
+        assert tail_probability(ref, v) == pytest.approx((ref_scores >= v).mean(), abs=0.01)
+    v = np.linspace(-5, 12, 400)
+    q = tail_probability(ref, v)
+    assert np.all(np.diff(q) <= 1e-12) and q[0] == 1.0  # non-increasing, 1 far below every photo
+    beyond = v > ref_scores.max()
+    assert np.all(np.diff(q[beyond]) < 0) and q[beyond].min() > 0  # still ranks past the last photo
+    u = ref["tail_start"]
+    assert tail_probability(ref, u - 1e-9) == pytest.approx(tail_probability(ref, u + 1e-9), abs=1e-3)  # continuous
+
+
+def _sets(rng, n):
+    """(decision, photo-score) pairs: photos; the registered generator's samples (the classifier catches them, they
+    look like photos); another generator's (the classifier misses them, they look unlike photos)."""
+    photos = rng.normal(size=(n, 2))
+    own = np.c_[rng.normal(4, 1, n), rng.normal(0, 1, n)]
+    other = np.c_[rng.normal(0, 1, n), rng.normal(5, 1, n)]
+    return photos, own, other
+
+
+def test_combined_evidence_flags_both_kinds_and_names_the_reason():
+    rng = np.random.default_rng(3)
+    ref, _, _ = _sets(rng, 600)
+    cal_photos, cal_own, _ = _sets(rng, 600)
+    real_model = fit_real_model(rng.normal(size=(200, 4)), backbone="test")  # stands in; scores are given below
+    spec = fit_evidence(decision_ref=ref[:, 0], photo_ref=ref[:, 1],
+                        decision_cal=np.r_[cal_photos[:, 0], cal_own[:, 0]],
+                        photo_cal=np.r_[cal_photos[:, 1], cal_own[:, 1]],
+                        y_cal=np.r_[np.zeros(600), np.ones(600)], real_model=real_model, target_fpr=0.02)
+    ev = EvidenceModel(json.loads(json.dumps(spec)))
+    photos, own, other = _sets(np.random.default_rng(4), 2000)  # fresh images
+
+    def judge(s):
+        from detector.evidence import combined_statistic
+
+        qg, qp = tail_probability(ev.refs["generator"], s[:, 0]), tail_probability(ev.refs["photos"], s[:, 1])
+        return ev.probability(combined_statistic(qg, qp)), qg, qp
+
+    p_photos, _, _ = judge(photos)
+    assert (p_photos > ev.threshold).mean() <= 0.04  # about the target false-positive rate on fresh photos
+    q_star = ev.q_at_threshold()
+    for s, reason in ((own, REASON_GENERATOR), (other, REASON_PHOTOS)):
+        p, qg, qp = judge(s)
+        flagged = p > ev.threshold
+        assert flagged.mean() > 0.9, reason  # caught by one evidence alone
+        # flagged exactly when some evidence reaches the threshold's tail probability (ties at the boundary aside)
+        assert (flagged != ((qg <= q_star) | (qp <= q_star))).sum() <= 2
+        named = (qg <= q_star) if reason == REASON_GENERATOR else (qp <= q_star)
+        assert named[flagged].mean() > 0.97  # and the evidence named is the one that tells this kind apart
+
+
+def test_detector_reports_reasons_and_old_files_still_score(tiny_detector, tmp_path):
+    """The tiny detector carries a real-photo model; a file without one (fitted before) scores with its
+    classifier alone and keeps its threshold."""
+    from detector.scoring import Detector
+    from gan_inversion.data import to_uint8
+
+    folder, det = tiny_detector
+    assert det.evidence is not None and det.info["evidence"] == ["generator", "photos"]
+    with torch.no_grad():
+        fake = det.G(torch.randn(4, det.G.z_dim, generator=torch.Generator().manual_seed(3)))
+    photos = torch.randint(0, 256, (4, 1, 16, 16), generator=torch.Generator().manual_seed(9)).float() / 127.5 - 1
+    res = det.score_tensors(torch.cat([to_uint8(fake).float() / 127.5 - 1, photos]))
+    for r in res:
+        d = r.to_dict()
+        assert set(d["tail_probabilities"]) == {"generator", "photos"}
+        assert (r.verdict == "fake") == bool(r.reasons) or r.verdict == "uncertain"
+        assert set(r.reasons) <= {REASON_GENERATOR, REASON_PHOTOS}
+    spec = json.loads((folder / "det.json").read_text())
+    spec.pop("evidence")
+    (tmp_path / "old.json").write_text(json.dumps({**spec, "bundle": {**spec["bundle"],
+                                                                        "file": str(folder / "g.pt")},
+                                                   "encoder": {**spec["encoder"], "file": str(folder / "e.pt")}}))
+    old = Detector.load(tmp_path / "old.json", perceptual=det.perceptual)
+    assert old.evidence is None and old.threshold == spec["classifier"]["threshold"]
+    r = old.score_tensors(photos[:1])[0]
+    assert r.tail_probabilities is None and r.p_fake == pytest.approx(
+        float(old.classifier.predict_proba(np.asarray([list(r.features.values())]))[0]))
