@@ -11,6 +11,7 @@ Domain errors are mapped to HTTP errors in one place (`errors.install_error_hand
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from gan_inversion.defaults import pick_device
 
 from .audits import AuditManager
 from .audits import router as audits_router
+from .batcher import Batcher
 from .errors import ApiError, error_responses, install_error_handlers
 from .guard import Metrics, RequestGuard
 from .settings import Settings, check_settings
@@ -70,6 +72,10 @@ def get_detector(request: Request) -> Detector:
 
 def get_capacity(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.capacity
+
+
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
 
 
 async def image_bytes(request: Request, settings: Settings) -> tuple[bytes, str]:
@@ -124,14 +130,25 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
             torch.set_num_threads(settings.torch_threads)
         app.state.detector = await anyio.to_thread.run_sync(loader, settings)
         app.state.capacity = anyio.CapacityLimiter(settings.max_inflight)
+        app.state.batcher = Batcher(app.state.detector, max_batch=settings.batch_max,
+                                    wait_s=settings.batch_wait_ms / 1000,
+                                    on_batch=lambda n, _s: metrics.batch_size.observe(n))
         async with anyio.create_task_group() as tg:
+            scoring = anyio.CancelScope()
+
+            async def scoring_loop():
+                with scoring:
+                    await app.state.batcher.run()
+
+            tg.start_soon(scoring_loop)
             audits = await anyio.to_thread.run_sync(lambda: AuditManager(
                 settings, app.state.detector, app.state.capacity, tg, app.state.metrics))
             app.state.audits = audits
             await audits.resume_unfinished()
             yield
             await audits.shutdown()
-        app.state.detector = app.state.audits = None
+            scoring.cancel()
+        app.state.detector = app.state.audits = app.state.batcher = None
 
     app = FastAPI(title="resynth", version="0.1.0", lifespan=lifespan,
                   description="GAN-image detection by StyleGAN2 inversion: POST an image, get a fake-probability.")
@@ -152,20 +169,32 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
                   "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
     async def detect(request: Request, explain: bool = Query(False, description="include evidence PNGs (base64)"),
                      detector: Detector = Depends(get_detector),
-                     capacity: anyio.CapacityLimiter = Depends(get_capacity)):
+                     capacity: anyio.CapacityLimiter = Depends(get_capacity),
+                     batcher: Batcher = Depends(get_batcher)):
         data, source = await image_bytes(request, settings)
+        token = object()  # this image's scoring slot, held from decoding until it is scored
         try:
-            capacity.acquire_nowait()
+            capacity.acquire_on_behalf_of_nowait(token)
         except anyio.WouldBlock:
             raise ApiError(503, "overloaded", f"all {settings.max_inflight} scoring slots are busy; retry shortly",
                            headers={"Retry-After": str(settings.retry_after_s)}) from None
         metrics.inflight.inc()
-        try:
-            result = await anyio.to_thread.run_sync(
-                lambda: detector.score(data, explain=explain, source=source, max_pixels=settings.max_pixels))
-        finally:
-            capacity.release()
+
+        def release():
+            capacity.release_on_behalf_of(token)
             metrics.inflight.dec()
+
+        handed_over = False
+        try:
+            t0 = time.perf_counter()
+            prep = await anyio.to_thread.run_sync(
+                lambda: detector.prepare(data, source=source, max_pixels=settings.max_pixels))
+            handed_over = True  # from here the batcher releases the slot, whatever happens to this request
+            result = await batcher.score(prep, explain=explain, decode_ms=1000 * (time.perf_counter() - t0),
+                                         release=release)
+        finally:
+            if not handed_over:
+                release()
         metrics.scored.labels(result.verdict).inc()
         out = result.to_dict(include_features=False)
         out.pop("source")

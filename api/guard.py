@@ -33,6 +33,8 @@ class Metrics:
         self.latency = Histogram("resynth_request_latency_seconds", "Request latency", ["route"],
                                  buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=self.registry)
         self.inflight = Gauge("resynth_inflight_requests", "Images being scored now", registry=self.registry)
+        self.batch_size = Histogram("resynth_batch_size", "Images scored together (micro-batching)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.scored = Counter("resynth_images_scored_total", "Images scored", ["verdict"], registry=self.registry)
         self.audits = Gauge("resynth_audits", "Audits through the service", ["state"], registry=self.registry)
 

@@ -14,7 +14,9 @@ class Settings:
     device: str = "auto"                   # RESYNTH_DEVICE: auto | cpu | cuda
     max_bytes: int = 10 * 2**20            # RESYNTH_MAX_BYTES: largest accepted request body
     max_pixels: int = 40_000_000           # RESYNTH_MAX_PIXELS: largest accepted image (width x height)
-    max_inflight: int = 2                  # RESYNTH_MAX_INFLIGHT: images scored at once; more get 503
+    max_inflight: int = 32                 # RESYNTH_MAX_INFLIGHT: images in flight (queued or scored); more get 503
+    batch_max: int = 16                    # RESYNTH_BATCH_MAX: most images scored together (micro-batching)
+    batch_wait_ms: float = 5.0             # RESYNTH_BATCH_WAIT_MS: how long a batch waits for more images
     refine_steps: int | None = None        # RESYNTH_REFINE_STEPS: override the detector's K (changes features)
     torch_threads: int = 0                 # RESYNTH_TORCH_THREADS: 0 = number of CPUs
     host: str = "127.0.0.1"                # RESYNTH_HOST
@@ -40,6 +42,7 @@ ENV = {
     "body_timeout_s": ("RESYNTH_BODY_TIMEOUT", float), "max_connections": ("RESYNTH_MAX_CONNECTIONS", int),
     "uncertain_margin": ("RESYNTH_UNCERTAIN_MARGIN", float),
     "stability_checks": ("RESYNTH_STABILITY_CHECKS", int),
+    "batch_max": ("RESYNTH_BATCH_MAX", int), "batch_wait_ms": ("RESYNTH_BATCH_WAIT_MS", float),
 }
 
 
@@ -66,6 +69,8 @@ def check_settings(s: Settings) -> None:
     if min(s.max_inflight, s.max_bytes, s.max_pixels, s.max_connections) < 1 or s.body_timeout_s <= 0:
         raise ValueError("RESYNTH_MAX_INFLIGHT, RESYNTH_MAX_BYTES, RESYNTH_MAX_PIXELS, RESYNTH_MAX_CONNECTIONS and "
                          "RESYNTH_BODY_TIMEOUT must be positive")
+    if s.batch_max < 1 or s.batch_wait_ms < 0:
+        raise ValueError(f"RESYNTH_BATCH_MAX={s.batch_max} must be >= 1 and RESYNTH_BATCH_WAIT_MS >= 0")
     if not 0 <= s.stability_checks <= 3:
         raise ValueError(f"RESYNTH_STABILITY_CHECKS={s.stability_checks} must lie between 0 and 3")
     if not 0 <= s.max_audits <= s.max_inflight or s.audit_queue < 0:

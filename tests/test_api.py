@@ -58,6 +58,10 @@ def test_detect_multipart_and_raw(client):
     t = body["timings_ms"]
     assert {"decode", "encode", "refine", "features", "classify"} <= set(t) and body["warnings"] == []
     assert t["total"] == pytest.approx(sum(v for k, v in t.items() if k != "total"), abs=0.05)
+    # the evidence that drove the verdict: named when it is 'fake', with both tail probabilities
+    assert set(body["tail_probabilities"]) == {"generator", "photos"}
+    assert bool(body["reasons"]) == (body["verdict"] == "fake")
+    assert set(body["reasons"]) <= {"reproduced like this generator's samples", "unlike real photos"}
     raw = client.post("/v1/detect?explain=true", content=GOOD, headers={"content-type": "image/png"})
     assert raw.status_code == 200 and raw.json()["p_fake"] == pytest.approx(body["p_fake"])
     ev = raw.json()["evidence"]
@@ -127,6 +131,7 @@ def test_openapi_declares_errors(client):
 def test_web_page(client):
     r = client.get("/")
     assert r.status_code == 200 and 'id="file"' in r.text and "/v1/detect?explain=true" in r.text
+    assert 'id="reasons"' in r.text and "body.reasons" in r.text and 'id="degradation"' in r.text
 
 
 def test_settings_from_env():

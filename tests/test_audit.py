@@ -80,6 +80,13 @@ def test_mixed_folder_every_file_one_state(media, tiny_detector, tmp_path):
         assert "broken.jpg" in text and ("nested/deep/b.png" in text or fmt == "html")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["audit"]["status"] == "done" and len(data["files"]) == 8
+    import csv
+
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows_csv = {r["path"]: r for r in csv.DictReader(f)}
+    for path, r in rows_csv.items():  # reasons named for every scored item flagged fake, none for the others
+        if r["state"] == "scored":
+            assert bool(r["reasons"]) == (r["verdict"] == "fake"), path
     html = (tmp_path / "r.html").read_text()
     assert "<svg" in html and "Skipped files (4)" in html and "not a media file" in html
     with pytest.raises(ValueError, match="report format"):

@@ -121,7 +121,8 @@ def aware_detector(tiny_detector, tmp_path_factory):
     out = folder / "aware.json"
     grid = ((0.0, 1.0), (1.0, 1.0), (0.0, 0.5))
     fit_detector(out, G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, reals=reals,
-                 bundle_file="g.pt", encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=grid, search_steps=1),
+                 bundle_file="g.pt", encoder_file="e.pt",
+                 feature_cfg=FeatureConfig(refine_steps=2, degradations=grid, search_steps=1),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
                  cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5, real_model=False), progress=False)
     return Detector.load(out)

@@ -187,7 +187,7 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
                              "share_over_threshold": over, "share_uncertain": unsure,
                              "worst_frame_s": round(stamps[worst], 3),
                              "warnings": sorted({w for r in results for w in r.warnings}),
-                             "reasons": sorted({x for r in results for x in r.reasons})},
+                             "reasons": sorted({x for r in results for x in r.reasons}) if verdict == "fake" else []},
                     thumbnail=results[worst].evidence["input"],
                     heatmap=results[worst].evidence["perceptual_heatmap"])]
 
