@@ -27,10 +27,12 @@ def test_spectrum_and_cnn_baselines_learn_a_separable_task():
     s = spec.score(torch.cat([ts, tm]))
     assert s[40:].min() > s[:40].max()  # held-out images perfectly ranked
     assert spec.C in np.logspace(-4, 2, 7)  # chosen by CV
-    cnn = CNNBaseline(max_epochs=6, patience=2, batch=16, augment_prob=0.0).fit(sharp, smooth, progress=False)
+    cnn = CNNBaseline(max_epochs=6, min_epochs=2, patience=2, batch=16, augment_prob=0.0).fit(sharp, smooth,
+                                                                                           progress=False)
     c = cnn.score(torch.cat([ts, tm]))
     assert c.shape == (80,) and c[40:].mean() > c[:40].mean()
-    # The best epoch's weights are kept, and training stops once `patience` epochs bring no better val AUC.
+    # The best epoch's weights are kept, and training stops once `patience` epochs bring no better val AUC
+    # (never before min_epochs).
     aucs = [h[2] for h in cnn.history]
     assert cnn.val_auc == max(aucs) and cnn.history[cnn.best_epoch - 1][2] == cnn.val_auc
     assert len(aucs) == 6 or (len(aucs) - cnn.best_epoch == 2)
