@@ -55,11 +55,13 @@ class DetectResponse(BaseModel):
     reasons: list[str] = []  # the evidence that drove the verdict over the threshold (empty: none did)
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
                                                          # evidence: 'generator', 'photos'
+    stage: Literal["first", "refined"] | None = None  # with a cascade: decided on the encoder's guess, or refined
 
 
 def default_loader(settings: Settings) -> Detector:
     return Detector.load(settings.detector, device=pick_device(settings.device), max_pixels=settings.max_pixels,
-                         refine_steps=settings.refine_steps, policy=VerdictPolicy(margin=settings.uncertain_margin,
+                         refine_steps=settings.refine_steps, cascade=settings.cascade,
+                         policy=VerdictPolicy(margin=settings.uncertain_margin,
                                               stability_checks=settings.stability_checks))
 
 

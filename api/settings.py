@@ -30,6 +30,17 @@ class Settings:
     max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections (uvicorn answers 503 beyond)
     uncertain_margin: float = 0.0          # RESYNTH_UNCERTAIN_MARGIN: logit band around the threshold -> 'uncertain'
     stability_checks: int = 0              # RESYNTH_STABILITY_CHECKS: mild re-degradations scored too (0-3)
+    cascade: bool = True                   # RESYNTH_CASCADE: 0 refines every image even where the detector's
+                                           # cascade would decide on the encoder's guess
+
+
+def boolean(raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 ENV = {
@@ -41,7 +52,7 @@ ENV = {
     "max_audits": ("RESYNTH_MAX_AUDITS", int), "audit_queue": ("RESYNTH_AUDIT_QUEUE", int),
     "body_timeout_s": ("RESYNTH_BODY_TIMEOUT", float), "max_connections": ("RESYNTH_MAX_CONNECTIONS", int),
     "uncertain_margin": ("RESYNTH_UNCERTAIN_MARGIN", float),
-    "stability_checks": ("RESYNTH_STABILITY_CHECKS", int),
+    "stability_checks": ("RESYNTH_STABILITY_CHECKS", int), "cascade": ("RESYNTH_CASCADE", boolean),
     "batch_max": ("RESYNTH_BATCH_MAX", int), "batch_wait_ms": ("RESYNTH_BATCH_WAIT_MS", float),
 }
 

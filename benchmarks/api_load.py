@@ -92,11 +92,13 @@ async def run_level(url: str, images: list[bytes], concurrency: int, n: int) -> 
 
 
 @contextlib.contextmanager
-def serving(max_inflight: int):
-    """`resynth serve` in a subprocess on a free loopback port, ready; yields its URL."""
+def serving(max_inflight: int | None, *, env_extra: dict | None = None):
+    """`resynth serve` in a subprocess on a free loopback port, ready; yields its URL (max_inflight None: the
+    service's default)."""
     port = _free_port()
-    env = {**os.environ, "RESYNTH_MAX_INFLIGHT": str(max_inflight), "RESYNTH_PORT": str(port),
-           "RESYNTH_HOST": "127.0.0.1"}
+    env = {**os.environ, "RESYNTH_PORT": str(port), "RESYNTH_HOST": "127.0.0.1", **(env_extra or {})}
+    if max_inflight is not None:
+        env["RESYNTH_MAX_INFLIGHT"] = str(max_inflight)
     server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -147,21 +149,25 @@ def main(argv=None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "api_load.json").write_text(json.dumps({"meta": meta, "levels": levels}, indent=2))
     if not args.no_write:
-        lines = ["## HTTP service load (`python -m benchmarks.api_load`)", "",
-                 f"Model `{meta['model_id']}` (K={meta['refine_steps']} refinement steps), {meta['cpus']} CPUs "
-                 f"({meta['machine']}), "
-                 f"{args.requests} requests per level, "
-                 "real 28x28 test photos and 32x32 generator samples as PNG, server and client on loopback. "
-                 "Latency of the 200 answers; 503 = refused past the in-flight limit (with Retry-After).", "",
-                 "| concurrency | max in flight | requests | 200 | 503 | 503 share | p50 ms | p95 ms | p99 ms "
-                 "| images/s |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['concurrency']} | {r['max_inflight']} | {r['requests']} | {r['ok']} | {r['status_503']} | "
-                  f"{r['share_503']:.0%} | "
-                  f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['images_per_s']:.2f} |"
-                  for r in levels]
-        write_section("api_load", "\n".join(lines))
+        write_section("api_load", load_table(meta, levels, "`python -m benchmarks.api_load`"))
     return 0
+
+
+def load_table(meta: dict, levels: list[dict], command: str) -> str:
+    lines = [f"## HTTP service load ({command})", "",
+             f"Model `{meta['model_id']}` (K={meta['refine_steps']} refinement steps"
+             f"{', cascade on' if meta.get('cascade') else ''}), {meta['cpus']} CPUs ({meta['machine']}), "
+             f"{meta['requests_per_level']} requests per level, "
+             "real 28x28 test photos and 32x32 generator samples as PNG, server and client on loopback. "
+             "Latency of the 200 answers; 503 = refused past the in-flight limit (with Retry-After).", "",
+             "| concurrency | max in flight | requests | 200 | 503 | 503 share | p50 ms | p95 ms | p99 ms "
+             "| images/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['concurrency']} | {r['max_inflight']} | {r['requests']} | {r['ok']} | {r['status_503']} | "
+              f"{r['share_503']:.0%} | "
+              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['images_per_s']:.2f} |"
+              for r in levels]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

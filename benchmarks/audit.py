@@ -82,15 +82,20 @@ def main(argv=None) -> int:
     meta = {"model_id": det.model_id, "cpus": os.cpu_count(), "machine": platform.machine(), "n_images": args.n}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "audit.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2))
-    lines = ["## Audit throughput (`python -m benchmarks.audit`)", "",
-             f"Model `{det.model_id}`, {meta['cpus']} CPUs ({meta['machine']}); {args.n} PNGs (half 28x28 test "
-             f"photos, half 32x32 generator samples); {args.videos} videos of 10 s at 10 fps sampled at 1 frame/s. "
+    write_section("audit", audit_table(meta, rows, "`python -m benchmarks.audit`", args.videos))
+    return 0
+
+
+def audit_table(meta: dict, rows: list[dict], command: str, videos: int) -> str:
+    vid = (f"; {videos} videos of 10 s at 10 fps sampled at 1 frame/s" if videos else "")
+    lines = [f"## Audit throughput ({command})", "",
+             f"Model `{meta['model_id']}`, {meta['cpus']} CPUs ({meta['machine']}); {meta['n_images']} PNGs (half "
+             f"28x28 test photos, half 32x32 generator samples){vid}. "
              "Each row audits into a fresh database (hashing, decoding, scoring, committing).", "",
              "| folder | workers | files | seconds | files/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['folder']} | {r['workers']} | {r['files']} | {r['seconds']:.1f} | {r['files_per_s']:.2f} |"
               for r in rows]
-    write_section("audit", "\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def cmd_detect(args) -> int:
     from detector.imageio import ImageDecodeError
     from detector.scoring import Detector, evidence_to_files
 
-    det = Detector.load(args.detector, device=pick_device(args.device))
+    det = Detector.load(args.detector, device=pick_device(args.device), cascade=not args.no_cascade)
     failures = 0
     for path in args.paths:
         try:
@@ -107,7 +107,8 @@ def cmd_detect(args) -> int:
         else:
             warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
             why = f"  because: {'; '.join(r.reasons)}" if r.reasons else ""
-            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){why}{warn}")
+            stage = f" [{r.stage} stage]" if r.stage else ""
+            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){stage}{why}{warn}")
     return 1 if failures else 0
 
 
@@ -118,8 +119,8 @@ def cmd_audit(args) -> int:
     from detector.scoring import Detector
 
     device = pick_device(args.device)
-    loader = functools.partial(Detector.load, args.detector, device="cpu")
-    det = Detector.load(args.detector, device=device)
+    loader = functools.partial(Detector.load, args.detector, device="cpu", cascade=not args.no_cascade)
+    det = Detector.load(args.detector, device=device, cascade=not args.no_cascade)
     cfg = AuditConfig(workers=args.workers, frames_per_second=args.frames_per_second, crop_faces=args.crop == "faces",
                       batch=args.batch, confine_to=str(Path(args.root).resolve()) if args.root else None)
     engine = open_db(args.db)
@@ -152,6 +153,28 @@ def cmd_calibrate(args) -> int:
     print(json.dumps({"detector": str(args.out), "model_id": spec["model_id"], **c}, indent=2))
     if skipped:
         print(f"{len(skipped)} files could not be decoded and were left out", file=sys.stderr)
+    return 0
+
+
+def cmd_fit_cascade(args) -> int:
+    from detector.cascade import CascadeConfig, fit_cascade
+    from detector.fit import write_spec
+    from detector.scoring import Detector
+    from gan_inversion.data import load_fashion_mnist
+
+    det = Detector.load(args.detector, device=pick_device(args.device), cascade=False)
+    reals = load_fashion_mnist(args.data, split="train")
+    cfg = CascadeConfig(max_missed=args.max_missed, max_extra_fpr=args.max_extra_fpr, n_real=args.n_real,
+                        n_fake=args.n_fake)
+    spec = fit_cascade(det, reals, cfg=cfg, cache_dir=args.cache or None)
+    out = args.out or args.detector
+    if Path(out).resolve().parent != Path(args.detector).resolve().parent:
+        raise ValueError("--out must sit beside the detector file (it names its bundle and encoder relatively)")
+    write_spec(out, spec)
+    c = spec["cascade"]
+    print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "band": c["band"],
+                      "held_out": c["held_out"],
+                      "first_stage_cv": c["classifier"]["selection"]["cv"]}, indent=2))
     return 0
 
 
@@ -214,6 +237,8 @@ def add_commands(sub) -> None:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--json", action="store_true", help="one JSON object per file")
     s.add_argument("--explain", metavar="DIR", help="write input, reconstruction and heatmap PNGs here")
+    s.add_argument("--no-cascade", action="store_true",
+                   help="refine every image, even where the detector's cascade would decide on the encoder's guess")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_detect)
 
@@ -229,6 +254,8 @@ def add_commands(sub) -> None:
     s.add_argument("--root", default=None,
                    help="never read outside this folder: links leading out are skipped, as the service does "
                         "(default: links are followed, loops cut)")
+    s.add_argument("--no-cascade", action="store_true",
+                   help="refine every image, even where the detector's cascade would decide on the encoder's guess")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_audit)
@@ -241,6 +268,21 @@ def add_commands(sub) -> None:
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("fit-cascade", help="add a two-stage cascade to a detector: the encoder's guess decides "
+                                           "clear cases, the rest are refined (detector/cascade.py)")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--out", default=None, help="the new detector file, beside the old one (default: replace it)")
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--n-real", type=int, default=600, help="held-out train-split photos for the band")
+    s.add_argument("--n-fake", type=int, default=600, help="held-out fresh samples for the band")
+    s.add_argument("--max-missed", type=float, default=0.01,
+                   help="share of the fakes the full detector flags that stage 1 may clear (default 1%%)")
+    s.add_argument("--max-extra-fpr", type=float, default=0.0,
+                   help="share of the photos the full detector clears that stage 1 may flag (default 0)")
+    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder ('' for none)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_fit_cascade)
 
     s = sub.add_parser("roc", help="ROC metrics of the detector on your folders of real and fake images")
     s.add_argument("folder", nargs="?", help="a folder holding 0_real/ and 1_fake/ (CNNDetection layout)")

@@ -161,6 +161,7 @@ class Evidence:
     p_fake: np.ndarray       # [N] calibrated
     q_generator: np.ndarray  # [N] share of reference photos the classifier finds at least as generator-like
     q_photos: np.ndarray     # [N] share of reference photos at least as unlike photos
+    photo_score: np.ndarray | None = None  # [N] the real-photo model's NLL (higher: less like photos)
 
     def reasons(self, i: int, q_star: float) -> list[str]:
         out = []
@@ -194,5 +195,7 @@ class EvidenceModel:
 
     def evaluate(self, decision: np.ndarray, appearance: np.ndarray) -> Evidence:
         qg = tail_probability(self.refs["generator"], decision)
-        qp = tail_probability(self.refs["photos"], self.real_model.score(appearance))
-        return Evidence(p_fake=self.probability(combined_statistic(qg, qp)), q_generator=qg, q_photos=qp)
+        nll = self.real_model.score(appearance)
+        qp = tail_probability(self.refs["photos"], nll)
+        return Evidence(p_fake=self.probability(combined_statistic(qg, qp)), q_generator=qg, q_photos=qp,
+                        photo_score=nll)

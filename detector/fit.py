@@ -91,6 +91,35 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return to_float(to_uint8(x))
 
 
+def fit_images(G: Generator, reals: ImageDataset, cfg: FitConfig, *, device="cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """The fitting images (reals, fakes, and what laundering each got), reproducible from the FitConfig."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(reals), generator=g)[: cfg.n_real]
+    real = to_float(reals.get_batch(idx))
+    fake = quantize(generate(G, cfg.n_fake, seed=FIT_FAKE_SEED + cfg.seed, device=device))
+    real, real_what = laundering.random_launder(real, prob=cfg.launder_prob, generator=g)
+    fake, fake_what = laundering.random_launder(fake, prob=cfg.launder_prob, generator=g)
+    return real, fake, real_what, fake_what
+
+
+def unused_reals(reals: ImageDataset, cfg: FitConfig, n: int) -> torch.Tensor:
+    """n train-split reals the fit (cfg) did not use: the next ones in the same seeded permutation."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(reals), generator=g)[cfg.n_real: cfg.n_real + n]
+    if len(idx) < n:
+        raise ValueError(f"only {len(idx)} train-split reals left beyond the {cfg.n_real} used in fitting")
+    return to_float(reals.get_batch(idx))
+
+
+def feature_context(detector) -> dict:
+    """What cached features of a loaded detector depend on (the fit it came from fixes the encoder; a
+    calibrated or cascaded copy of it keeps that fit's id, `base_model_id`)."""
+    return {"features": detector.feature_cfg.to_dict(), "G": weights_fingerprint(detector.G),
+            "model_id": detector.spec.get("base_model_id", detector.model_id),
+            "perceptual": detector.perceptual.backend_id}
+
+
 def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encoder: Encoder | None,
                  perceptual: PerceptualDistance, reals: ImageDataset, bundle_file: str, encoder_file: str | None,
                  feature_cfg: FeatureConfig = FeatureConfig(), clf_cfg: ClassifierConfig = ClassifierConfig(),
@@ -98,12 +127,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                  progress: bool = True) -> dict:
     """Extract features, fit and calibrate the classifier, and write the detector JSON at `out_path`."""
     out_path = Path(out_path)
-    g = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.randperm(len(reals), generator=g)[: cfg.n_real]
-    real = to_float(reals.get_batch(idx))
-    fake = quantize(generate(G, cfg.n_fake, seed=FIT_FAKE_SEED + cfg.seed, device=device))
-    real, real_what = laundering.random_launder(real, prob=cfg.launder_prob, generator=g)
-    fake, fake_what = laundering.random_launder(fake, prob=cfg.launder_prob, generator=g)
+    real, fake, real_what, fake_what = fit_images(G, reals, cfg, device=device)
     G_fp = weights_fingerprint(G)
     enc_fp = weights_fingerprint(encoder) if encoder is not None else None
     context = {"features": feature_cfg.to_dict(), "G": G_fp, "encoder": enc_fp, "perceptual": perceptual.backend_id}
@@ -188,9 +212,7 @@ def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batc
     G = detector.G
     real = to_float(test_reals.images[:n])
     fake = quantize(generate(G, n, seed=EVAL_FAKE_SEED, device=detector.device))
-    context = {"features": detector.feature_cfg.to_dict(), "G": weights_fingerprint(G),
-               "model_id": detector.model_id, "perceptual": detector.perceptual.backend_id}
-    cache = FeatureCache(cache_dir, context) if cache_dir else None
+    cache = FeatureCache(cache_dir, feature_context(detector)) if cache_dir else None
     kw = dict(G=G, D=detector.D, encoder=detector.encoder, perceptual=detector.perceptual,
               feature_cfg=detector.feature_cfg, batch=batch, cache=cache, progress=progress)
     out = {}
@@ -198,7 +220,25 @@ def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batc
         r, f = (real, fake) if cond is None else (laundering.apply(real, *cond), laundering.apply(fake, *cond))
         X_r, _ = features_for(r.to(detector.device), desc=f"{name} real", **kw)
         X_f, _ = features_for(f.to(detector.device), desc=f"{name} fake", **kw)
-        p = detector.probabilities(np.concatenate([X_r, X_f]), torch.cat([r, f])).p_fake
+        X, images = np.concatenate([X_r, X_f]), torch.cat([r, f])
         y = np.concatenate([np.zeros(len(X_r)), np.ones(len(X_f))]).astype(int)
-        out[name] = binary_metrics(y, p, detector.threshold)
-    return {"n_per_class": n, "fake_seed": EVAL_FAKE_SEED, "real_data": test_reals.name, "conditions": out}
+        if detector.first_stage is None:
+            out[name] = binary_metrics(y, detector.probabilities(X, images).p_fake, detector.threshold)
+            continue
+        X1 = first_stage_features(detector, images, batch=batch, cache_dir=cache_dir, progress=progress,
+                                  desc=f"{name} stage 1")
+        p, decided = detector.cascade_probabilities(X1, X, images)
+        out[name] = {**binary_metrics(y, p, detector.threshold), "decided_at_first_stage": float(decided.mean())}
+    return {"n_per_class": n, "fake_seed": EVAL_FAKE_SEED, "real_data": test_reals.name, "conditions": out,
+            "cascade": detector.first_stage is not None}
+
+
+def first_stage_features(detector, images: torch.Tensor, *, batch: int = 50, cache_dir=None, progress: bool = True,
+                         desc: str = "stage 1") -> np.ndarray:
+    """The cascade's stage-1 feature rows of images (a detector with a cascade), through the cache."""
+    cfg1 = detector.first_stage.feature_cfg
+    cache = FeatureCache(cache_dir, {**feature_context(detector), "features": cfg1.to_dict()}) if cache_dir else None
+    X1, _ = features_for(images.to(detector.device), G=detector.G, D=detector.D, encoder=detector.encoder,
+                         perceptual=detector.perceptual, feature_cfg=cfg1, batch=batch, cache=cache, desc=desc,
+                         progress=progress)
+    return X1

@@ -23,6 +23,7 @@ from gan_inversion.encoder import load_encoder, weights_fingerprint
 from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
 
 from . import laundering
+from .cascade import FirstStage
 from .classifier import JsonClassifier
 from .evidence import REASON_GENERATOR, Evidence, EvidenceModel, appearance_features
 from .features import FeatureConfig, extract_features
@@ -64,6 +65,15 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
+@dataclass
+class _Scored:
+    ev: Evidence                     # per image, from the stage that decided it
+    stage1: np.ndarray               # [N] decided at stage 1
+    batches: list                    # FeatureBatch of stage 1 (or the only stage), then of the refined ones
+    rows: list[tuple[int, int]]      # per image: (batch, row in it)
+    timings: list[dict]              # per image, ms per step
+
+
 class DetectorError(RuntimeError):
     """A detector file is unusable (missing parts, mismatched bundle, encoder or perceptual backend)."""
 
@@ -83,6 +93,7 @@ class ScoreResult:
     reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
                                                          # evidence ('generator', 'photos'; detector/evidence.py)
+    stage: str | None = None  # with a cascade: 'first' (decided on the encoder's guess) or 'refined'
 
     def to_dict(self, *, include_features: bool = True) -> dict:
         d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
@@ -92,6 +103,8 @@ class ScoreResult:
             d["tail_probabilities"] = dict(self.tail_probabilities)
         if self.degradation is not None:
             d["degradation"] = dict(self.degradation)
+        if self.stage is not None:
+            d["stage"] = self.stage
         if include_features:
             d["features"] = self.features
         return d
@@ -126,13 +139,15 @@ def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
 class Detector:
     def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
                  max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
-                 policy: VerdictPolicy = VerdictPolicy()):
+                 policy: VerdictPolicy = VerdictPolicy(), cascade: bool = True):
         self.spec, self.policy = spec, policy
         self.bundle, self.encoder, self.perceptual = bundle, encoder, perceptual
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
         self.classifier = JsonClassifier(spec["classifier"])
         self.evidence = EvidenceModel(spec["evidence"]) if spec.get("evidence") else None
+        # the two-stage cascade (detector/cascade.py), when the file has one and it is not switched off
+        self.first_stage = FirstStage(spec["cascade"]) if spec.get("cascade") and cascade else None
         # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
         self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
         self.feature_cfg = FeatureConfig(**{k: v for k, v in spec["features"].items() if k != "version"})
@@ -140,6 +155,8 @@ class Detector:
         if refine_steps is not None and refine_steps != self.fitted_refine_steps:
             self.feature_cfg = dataclasses.replace(self.feature_cfg, refine_steps=refine_steps)
         self.model_id: str = spec["model_id"]
+        if spec.get("cascade") and not cascade:  # scores differ from the file's served ones: say so in the id
+            self.model_id += "-nocascade"
         self.max_pixels = max_pixels
         dom = spec.get("domain") or {}
         self._lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
@@ -154,10 +171,11 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
-             policy: VerdictPolicy = VerdictPolicy()) -> Detector:
+             policy: VerdictPolicy = VerdictPolicy(), cascade: bool = True) -> Detector:
         """Load a detector file and the bundle, encoder and perceptual net it names.
 
         A perceptual net passed in must be the backend the detector was fitted with (else DetectorError).
+        cascade=False scores every image with full refinement even when the file has a cascade.
         """
         path = Path(path)
         try:
@@ -195,7 +213,7 @@ class Detector:
             raise DetectorError(f"{path}: fitted with perceptual backend {spec['perceptual']}, "
                                 f"but {perceptual.backend_id} was given; refit or use the matching backend")
         return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
-                   max_pixels=max_pixels, refine_steps=refine_steps, policy=policy)
+                   max_pixels=max_pixels, refine_steps=refine_steps, policy=policy, cascade=cascade)
 
     @property
     def info(self) -> dict:
@@ -207,6 +225,8 @@ class Detector:
                 "threshold": self.threshold,
                 "target_fpr": (self.spec.get("evidence") or self.spec["classifier"]).get("target_fpr"),
                 "evidence": ["generator", "photos"] if self.evidence else ["generator"],
+                "cascade": None if self.first_stage is None else
+                {"band": self.first_stage.spec["band"], "held_out": self.first_stage.spec.get("held_out")},
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
                 "calibration": self.spec.get("calibration")}
 
@@ -215,29 +235,54 @@ class Detector:
         return prepare_image(data, channels=self.G.img_channels, resolution=self.G.img_resolution,
                              framing=self.bundle.framing, source=source, max_pixels=max_pixels or self.max_pixels)
 
-    def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray) -> list[str]:
-        """Verdicts of feature rows [N, F] with their probabilities (the input decoding's own warnings aside)."""
-        return [self.policy.verdict(float(pi), self.threshold, self._warnings(None, x, names))
-                for x, pi in zip(X, p, strict=True)]
+    def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray, *, X1: np.ndarray | None = None,
+                 decided: np.ndarray | None = None) -> list[str]:
+        """Verdicts of feature rows [N, F] with their probabilities (the input decoding's own warnings aside);
+        with a cascade, the rows decided at stage 1 are judged on their stage-1 rows X1."""
+        out = []
+        for i, pi in enumerate(p):
+            first = decided is not None and bool(decided[i])
+            x = X1[i] if first else X[i]
+            out.append(self.policy.verdict(float(pi), self.threshold,
+                                           self._warnings(None, x, names, first_stage=first)))
+        return out
 
-    def probabilities(self, X: np.ndarray, images: torch.Tensor) -> Evidence:
-        """Calibrated p_fake of inversion feature rows [N, F] and their images [N, C, H, W] (the appearance
-        evidence is computed from the images); a detector without a real-photo model uses its classifier alone."""
+    def probabilities(self, X: np.ndarray, images: torch.Tensor | None, *, appearance: np.ndarray | None = None
+                      ) -> Evidence:
+        """Calibrated p_fake of full inversion feature rows [N, F] and their images [N, C, H, W] (the appearance
+        evidence is computed from the images unless given); a detector without a real-photo model uses its
+        classifier alone. The full detector only: `cascade_probabilities` is what serving computes."""
         if self.evidence is None:
             p = self.classifier.predict_proba(X)
             nan = np.full(len(p), np.nan)
             return Evidence(p_fake=p, q_generator=nan, q_photos=nan)
-        A = appearance_features(self.perceptual, images.to(self.device))
+        A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
         return self.evidence.evaluate(self.classifier.decision(X), A)
+
+    def first_stage_probabilities(self, X1: np.ndarray, appearance: np.ndarray) -> Evidence:
+        fs = self.first_stage
+        return fs.evidence.evaluate(fs.classifier.decision(X1), appearance)
+
+    def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """(p_fake [N], decided at stage 1 [N]) as served, from both stages' feature rows (benchmarks)."""
+        A = appearance_features(self.perceptual, images.to(self.device))
+        p2 = self.probabilities(X, None, appearance=A).p_fake
+        if self.first_stage is None:
+            return p2, np.zeros(len(p2), dtype=bool)
+        p1 = self.first_stage_probabilities(X1, A).p_fake
+        decided = self.first_stage.decided(p1, self.threshold)
+        return np.where(decided, p1, p2), decided
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:
         if self.evidence is None:
             return [REASON_GENERATOR] if ev.p_fake[i] > self.threshold else []
         return ev.reasons(i, self.evidence.q_at_threshold(self.threshold))
 
-    def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str]) -> list[str]:
+    def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str], *,
+                  first_stage: bool = False) -> list[str]:
         out = []
-        if self.feature_cfg.refine_steps != self.fitted_refine_steps:
+        if not first_stage and self.feature_cfg.refine_steps != self.fitted_refine_steps:
             out.append(f"refinement steps ({self.feature_cfg.refine_steps}) differ from those the classifier was "
                        f"fitted with ({self.fitted_refine_steps}): the probability is less well calibrated")
         if prep is not None:
@@ -245,58 +290,103 @@ class Detector:
                 out.append(f"out of domain: a colour image (colourfulness {prep.colourfulness:.1f}) given to a "
                            "grayscale model; it was converted to gray and the probability is unreliable")
             out += prep.notes
-        if len(self._lo):
-            span = np.maximum(self._hi - self._lo, 1e-12)
-            outside = [n for n, v, lo, hi, s in zip(names, feats, self._lo, self._hi, span, strict=True)
+        dlo, dhi = (self.first_stage.feature_lo, self.first_stage.feature_hi) if first_stage else (self._lo, self._hi)
+        if len(dlo):
+            span = np.maximum(dhi - dlo, 1e-12)
+            outside = [n for n, v, lo, hi, s in zip(names, feats, dlo, dhi, span, strict=True)
                        if v < lo - 0.5 * s or v > hi + 0.5 * s]
             if outside:
                 out.append("out of domain: features far outside the range seen in fitting ("
                            + ", ".join(outside[:5]) + ("…" if len(outside) > 5 else "") + ")")
         return out
 
+    def _score(self, images: torch.Tensor, *, explain: bool = False) -> _Scored:
+        """Features and evidence of images [N, C, H, W], through the cascade when there is one."""
+        N = images.shape[0]
+        images = images.to(self.device)
+        A = appearance_features(self.perceptual, images) if self.evidence is not None else None
+        fs = self.first_stage
+        if fs is None:
+            fb = extract_features(self.G, self.D, self.encoder, self.perceptual, images, cfg=self.feature_cfg,
+                                  explain=explain)
+            self._check_names(fb.names, self.classifier)
+            t0 = time.perf_counter()
+            ev = self.probabilities(fb.values.numpy(), images, appearance=A)
+            ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
+            return _Scored(ev=ev, stage1=np.zeros(N, dtype=bool), batches=[fb], rows=[(0, i) for i in range(N)],
+                           timings=[{**fb.timings_ms, "classify": ms}] * N)
+        fb1 = extract_features(self.G, self.D, self.encoder, self.perceptual, images, cfg=fs.feature_cfg,
+                               explain=explain)
+        self._check_names(fb1.names, fs.classifier)
+        t0 = time.perf_counter()
+        ev = self.first_stage_probabilities(fb1.values.numpy(), A)
+        ms1 = 1000 * (time.perf_counter() - t0) / max(N, 1)
+        decided = fs.decided(ev.p_fake, self.threshold)
+        rest = np.flatnonzero(~decided)
+        t1 = {f"first_{k}": v for k, v in fb1.timings_ms.items()}
+        t1["first_classify"] = ms1
+        timings = [dict(t1) for _ in range(N)]
+        batches, rows = [fb1], [(0, i) for i in range(N)]
+        if len(rest):
+            fb = extract_features(self.G, self.D, self.encoder, self.perceptual, images[rest], cfg=self.feature_cfg,
+                                  explain=explain)
+            self._check_names(fb.names, self.classifier)
+            t0 = time.perf_counter()
+            ev2 = self.probabilities(fb.values.numpy(), None, appearance=A[rest])
+            ms2 = 1000 * (time.perf_counter() - t0) / len(rest)
+            batches.append(fb)
+            for k, i in enumerate(rest):
+                rows[i] = (1, k)
+                timings[i].update({**fb.timings_ms, "classify": ms2})
+                for name in ("p_fake", "q_generator", "q_photos", "photo_score"):
+                    getattr(ev, name)[i] = getattr(ev2, name)[k]
+        return _Scored(ev=ev, stage1=decided, batches=batches, rows=rows, timings=timings)
+
+    @staticmethod
+    def _check_names(names: list[str], classifier: JsonClassifier) -> None:
+        if names != classifier.feature_names:
+            raise DetectorError("feature names differ from those the classifier was fitted on")
+
     def score_tensors(self, images: torch.Tensor, *, preps: list[PreparedImage | None] | None = None,
                       sources: list[str] | None = None, explain: bool = False,
                       decode_ms: list[float] | None = None) -> list[ScoreResult]:
         """images [N, C, H, W] in [-1, 1] (already the model's input)."""
         N = images.shape[0]
-        fb = extract_features(self.G, self.D, self.encoder, self.perceptual, images.to(self.device),
-                              cfg=self.feature_cfg, explain=explain)
-        if fb.names != self.classifier.feature_names:
-            raise DetectorError("feature names differ from those the classifier was fitted on")
-        t0 = time.perf_counter()
-        X = fb.values.numpy()
-        ev = self.probabilities(X, images)
-        p = ev.p_fake
-        classify_ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
+        sc = self._score(images, explain=explain)
+        p = sc.ev.p_fake
         flips: list[list[str]] = [[] for _ in range(N)]
         for kind, strength in STABILITY_CHECKS[: self.policy.stability_checks]:
             moved = laundering.apply(images.cpu(), kind, strength).to(self.device)
-            Xk = extract_features(self.G, self.D, self.encoder, self.perceptual, moved, cfg=self.feature_cfg).values
-            pk = self.probabilities(Xk.numpy(), moved).p_fake
+            pk = self._score(moved).ev.p_fake
             for i in np.flatnonzero((pk > self.threshold) != (p > self.threshold)):
                 flips[i].append(f"{kind} {strength:g}")
         results = []
         for i in range(N):
-            timings = {"decode": (decode_ms or [0.0] * N)[i], **fb.timings_ms, "classify": classify_ms}
-            timings = {k: round(v, 2) for k, v in timings.items()}
+            b, k = sc.rows[i]
+            fb = sc.batches[b]
+            x = fb.values[k].numpy()
+            timings = {"decode": (decode_ms or [0.0] * N)[i], **sc.timings[i]}
+            timings = {key: round(v, 2) for key, v in timings.items()}
             timings["total"] = round(sum(timings.values()), 2)
             prep = preps[i] if preps else None
-            warnings = self._warnings(prep, X[i], fb.names)
+            first = bool(sc.stage1[i])
+            warnings = self._warnings(prep, x, fb.names, first_stage=first)
             if flips[i]:
                 warnings.append(f"{UNSTABLE}: the verdict flips under mild re-degradation ({', '.join(flips[i])})")
             r = ScoreResult(
                 source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
                 verdict=self.policy.verdict(float(p[i]), self.threshold, warnings),
-                threshold=self.threshold, reasons=self.reasons(ev, i),
+                threshold=self.threshold, reasons=self.reasons(sc.ev, i),
                 tail_probabilities=None if self.evidence is None else
-                {"generator": float(ev.q_generator[i]), "photos": float(ev.q_photos[i])},
-                model_id=self.model_id, features=dict(zip(fb.names, map(float, X[i]), strict=True)),
+                {"generator": float(sc.ev.q_generator[i]), "photos": float(sc.ev.q_photos[i])},
+                model_id=self.model_id, features=dict(zip(fb.names, map(float, x), strict=True)),
                 timings_ms=timings, warnings=warnings,
-                degradation=fb.degradations[i] if fb.degradations else None)
+                degradation=fb.degradations[k] if fb.degradations else None,
+                stage=None if self.first_stage is None else ("first" if first else "refined"))
             if explain:
-                r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[i]),
-                              "pixel_heatmap": heatmap_png(fb.pixel_map[i], vmax=1.0),
-                              "perceptual_heatmap": heatmap_png(fb.perceptual_map[i], vmax=self._perc_vmax)}
+                r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[k]),
+                              "pixel_heatmap": heatmap_png(fb.pixel_map[k], vmax=1.0),
+                              "perceptual_heatmap": heatmap_png(fb.perceptual_map[k], vmax=self._perc_vmax)}
             results.append(r)
         return results
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from .encoder import Encoder, InvertConfig, invert
 from .networks import Generator
 from .perceptual import PerceptualDistance
-from .projector import ProjectionResult
+from .projector import ProjectionResult, reconstruction_loss
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,25 @@ class DegradedInversion:
     degraded: torch.Tensor              # [N, C, H, W] degrade(G(w)): what the input is compared with
 
 
+def _score_on_guess(G: Generator, target: torch.Tensor, *, perceptual: PerceptualDistance, cfg: InvertConfig,
+                    grid: tuple[Degradation, ...], ws_init: torch.Tensor | None
+                    ) -> list[tuple[ProjectionResult, torch.Tensor]]:
+    """Every candidate without a refinement step: one synthesis from the first guess, one pass of the target
+    through the perceptual net, then each candidate's loss on degrade(G(w)) (what `invert` with 0 steps gives
+    per candidate, without recomputing the shared parts)."""
+    t0 = time.perf_counter()
+    base, ws0 = invert(G, target, encoder=None, perceptual=perceptual, cfg=cfg, ws_init=ws_init)
+    target_features = perceptual.target_features(target)
+    runs = []
+    for d in grid:
+        with torch.no_grad():
+            final = reconstruction_loss(perceptual, d(base.images), target, cfg.pixel_weight,
+                                        target_features=target_features).cpu()
+        runs.append((dataclasses.replace(base, final_loss=final, timings={"total_s": 0.0}), ws0))
+    runs[0][0].timings["total_s"] = time.perf_counter() - t0
+    return runs
+
+
 def invert_degraded(G: Generator, target: torch.Tensor, *, encoder: Encoder | None, perceptual: PerceptualDistance,
                     cfg: InvertConfig = InvertConfig(),
                     grid: tuple[Degradation, ...] = DEFAULT_GRID, search_steps: int | None = None
@@ -120,7 +140,15 @@ def invert_degraded(G: Generator, target: torch.Tensor, *, encoder: Encoder | No
     if search_steps is not None and not 0 <= search_steps < K:
         raise ValueError(f"search_steps must be in [0, {K}) (refine_steps), got {search_steps}")
     search_cfg = cfg if search_steps is None else dataclasses.replace(cfg, refine_steps=search_steps)
-    runs = [invert(G, target, encoder=encoder, perceptual=perceptual, cfg=search_cfg, degradation=d) for d in grid]
+    ws0 = None
+    if encoder is not None:  # the encoder's guess, once for every candidate
+        with torch.no_grad():
+            ws0 = encoder(target)  # [N, num_ws, w_dim]
+    if search_cfg.refine_steps == 0:
+        runs = _score_on_guess(G, target, perceptual=perceptual, cfg=search_cfg, grid=grid, ws_init=ws0)
+    else:
+        runs = [invert(G, target, encoder=None, perceptual=perceptual, cfg=search_cfg, degradation=d,
+                       ws_init=ws0) for d in grid]
     losses = torch.stack([r.final_loss for r, _ in runs], dim=1)  # [N, len(grid)]
     best = losses.argmin(dim=1)
     pick = lambda field: torch.stack([getattr(runs[int(j)][0], field)[i] for i, j in enumerate(best)])  # noqa: E731

@@ -101,12 +101,20 @@ class PerceptualDistance(nn.Module):
         """Per-stage [N, 1, h, w] maps from squared differences of normalised features [N, C, h, w]."""
         return [d.sum(dim=1, keepdim=True) for d in diffs]
 
-    def compare(self, x: torch.Tensor, y: torch.Tensor, *, spatial: bool = False) -> dict[str, torch.Tensor]:
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """The normalised stage features of fixed images y (no gradient): pass them as `y_features` to compare
+        many x with the same y (a projector's target) without recomputing y's side every time."""
+        with torch.no_grad():
+            return [_normalize_channels(f) for f in self.stage_features(self._prepare(y))]
+
+    def compare(self, x: torch.Tensor, y: torch.Tensor, *, spatial: bool = False,
+                y_features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         if x.shape != y.shape:
             raise ValueError(f"images differ in shape: {list(x.shape)} vs {list(y.shape)}")
         fx = self.stage_features(self._prepare(x))
-        fy = self.stage_features(self._prepare(y))
-        diffs = [(_normalize_channels(a) - _normalize_channels(b)).square() for a, b in zip(fx, fy, strict=True)]
+        ny = y_features if y_features is not None else [_normalize_channels(b) for b in
+                                                          self.stage_features(self._prepare(y))]
+        diffs = [(_normalize_channels(a) - b).square() for a, b in zip(fx, ny, strict=True)]
         maps = self.stage_weights(diffs)  # S x [N, 1, h, w]
         stages = torch.stack([m.mean(dim=[1, 2, 3]) for m in maps], dim=1)  # [N, S]
         out = {"total": stages.sum(dim=1), "stages": stages}
@@ -115,8 +123,9 @@ class PerceptualDistance(nn.Module):
             out["map"] = sum(F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False) for m in maps)
         return out
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.compare(x, y)["total"]
+    def forward(self, x: torch.Tensor, y: torch.Tensor, *, y_features: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        return self.compare(x, y, y_features=y_features)["total"]
 
 
 class MobileNetPerceptual(PerceptualDistance):

@@ -85,9 +85,11 @@ def _per_image_randn(gens: list[torch.Generator], shape: tuple[int, ...], device
 
 
 def reconstruction_loss(perceptual: PerceptualDistance, synth: torch.Tensor, target: torch.Tensor,
-                        pixel_weight: float) -> torch.Tensor:
-    """Per-image loss [N]: perceptual distance + pixel_weight * MSE."""
-    return perceptual(synth, target) + pixel_weight * (synth - target).square().mean(dim=[1, 2, 3])
+                        pixel_weight: float, *, target_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Per-image loss [N]: perceptual distance + pixel_weight * MSE (target_features: the target's side of the
+    perceptual distance, computed once by perceptual.target_features(target))."""
+    return (perceptual(synth, target, y_features=target_features)
+            + pixel_weight * (synth - target).square().mean(dim=[1, 2, 3]))
 
 
 def project(
@@ -143,6 +145,7 @@ def project(
     def synth(ws: torch.Tensor) -> torch.Tensor:
         return syn(ws, noise=noise) if noise is not None else syn(ws, noise_mode="const")
 
+    target_features = perceptual.target_features(target)  # the target's side, computed once
     history = []
     for step in range(cfg.num_steps):
         t = step / cfg.num_steps
@@ -158,7 +161,8 @@ def project(
         else:
             latent_in = latent
         img = synth(to_ws(latent_in))
-        per_image = reconstruction_loss(perceptual, degrade(img), target, cfg.pixel_weight)
+        per_image = reconstruction_loss(perceptual, degrade(img), target, cfg.pixel_weight,
+                                        target_features=target_features)
         history.append(per_image.detach().cpu())
         total = per_image
         if noise is not None:
@@ -175,7 +179,8 @@ def project(
     with torch.no_grad():
         ws = to_ws(latent.detach())
         images = synth(ws)
-        final = reconstruction_loss(perceptual, degrade(images), target, cfg.pixel_weight)
+        final = reconstruction_loss(perceptual, degrade(images), target, cfg.pixel_weight,
+                                    target_features=target_features)
     elapsed = time.perf_counter() - t0
     return ProjectionResult(
         ws=ws, images=images, final_loss=final.cpu(),

@@ -95,6 +95,11 @@ def test_combined_evidence_flags_both_kinds_and_names_the_reason():
         assert (flagged != ((qg <= q_star) | (qp <= q_star))).sum() <= 2
         named = (qg <= q_star) if reason == REASON_GENERATOR else (qp <= q_star)
         assert named[flagged].mean() > 0.97  # and the evidence named is the one that tells this kind apart
+    # served from appearance features: the photo model's score comes back with the evidence
+    A = rng.normal(size=(5, 4))
+    out = ev.evaluate(np.zeros(5), A)
+    np.testing.assert_allclose(out.photo_score, ev.real_model.score(A))
+    np.testing.assert_allclose(out.q_photos, tail_probability(ev.refs["photos"], ev.real_model.score(A)))
 
 
 def test_detector_reports_reasons_and_old_files_still_score(tiny_detector, tmp_path):
