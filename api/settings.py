@@ -30,8 +30,8 @@ class Settings:
     max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections (uvicorn answers 503 beyond)
     uncertain_margin: float = 0.0          # RESYNTH_UNCERTAIN_MARGIN: logit band around the threshold -> 'uncertain'
     stability_checks: int = 0              # RESYNTH_STABILITY_CHECKS: mild re-degradations scored too (0-3)
-    cascade: bool = True                   # RESYNTH_CASCADE: 0 refines every image even where the detector's
-                                           # cascade would decide on the encoder's guess
+    cascade: bool = False                  # RESYNTH_CASCADE: 1 uses the detector's cascade (clear cases decided
+                                           # on the encoder's guess: faster, ranks worse)
 
 
 def boolean(raw: str) -> bool:

@@ -189,8 +189,8 @@ def main(argv=None) -> int:
         args.n, args.n_time, args.n_time_single, args.batch, args.requests, args.audit_n = 40, 20, 4, 10, 8, 40
     t_start = time.time()
     device = pick_device(args.device)
-    det = Detector.load(args.detector, device=device)
-    full = Detector.load(args.detector, device=device, cascade=False)
+    det = Detector.load(args.detector, device=device, cascade=True)
+    full = Detector.load(args.detector, device=device)
     if det.first_stage is None:
         raise SystemExit(f"{args.detector} has no cascade (resynth fit-cascade)")
     test = load_fashion_mnist(DEFAULT_DATA, split="test")

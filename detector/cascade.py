@@ -5,9 +5,12 @@ scores its degradation candidates on that guess), a classifier fitted on those f
 real-photo model, combined as in detector/evidence.py into p1. An image with p1 below `lo` is decided with p1
 (a confident 'real'), above `hi` too (a confident 'fake'); between them it is refined and scored by the full
 detector. The band is chosen on images held out from every fit (train-split photos the fit did not use, fresh
-samples), so that the cascade changes few of the full detector's verdicts: of the fakes the full detector
-flags, at most `max_missed` are cleared at stage 1; of the photos it clears, at most `max_extra_fpr` are
-flagged. The cascade as a whole is measured on the test split by `python -m benchmarks.speed`.
+samples): of the fakes the full detector flags, at most `max_missed` are cleared at stage 1; of the photos it
+clears, at most `max_extra_fpr` are flagged at stage 1.
+With `decide_real=False` stage 1 only flags confident fakes: clearing photos early mixes two score scales
+among the photos and costs ranking (AUC) even where no verdict changes (benchmarks/RESULTS.md, speed).
+The cascade as a whole is measured on the test split by `python -m benchmarks.speed`. It is opt-in
+(`Detector.load(..., cascade=True)`, `--cascade`, RESYNTH_CASCADE=1): a faster setting that ranks worse.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .features import FeatureConfig
 class CascadeConfig:
     max_missed: float = 0.01      # share of held-out fakes (that the full detector flags) stage 1 may clear
     max_extra_fpr: float = 0.0    # share of held-out photos (that the full detector clears) stage 1 may flag
+    decide_real: bool = True      # False: stage 1 only flags confident fakes, every other image is refined
     n_real: int = 600             # held-out train-split photos for stage 1's evidence and the band
     n_fake: int = 600             # held-out fresh samples (laundered like the fit's)
     reference_fraction: float = 1 / 3  # of those photos: the reference for stage 1's tail probabilities
@@ -140,6 +144,8 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
     p2 = detector.probabilities(H2[cal], images[cal]).p_fake
     t = detector.threshold
     lo, hi = choose_band(p1, p2, yh[cal], t, max_missed=cfg.max_missed, max_extra_fpr=cfg.max_extra_fpr)
+    if not cfg.decide_real:
+        lo = 0.0  # p1 < 0 never happens: no image is cleared at stage 1
     decided = (p1 < lo) | (p1 > hi)
     final = np.where(decided, p1, p2)
     yc = yh[cal]
@@ -154,9 +160,8 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
     spec["cascade"] = {"features": cfg1.to_dict(), "classifier": clf1, "evidence": ev1,
                        "band": {"lo": lo, "hi": hi}, "config": asdict(cfg), "held_out": held_out,
                        "domain": {"feature_lo": lo_f.tolist(), "feature_hi": hi_f.tolist()}}
-    base = spec.get("base_model_id", spec["model_id"])
-    spec["base_model_id"] = base
-    digest = hashlib.sha256(json.dumps(spec["cascade"], sort_keys=True).encode()).hexdigest()[:8]
-    spec["model_id"] = f"{spec['model_id'].split('-cas')[0]}-cas{digest}"
-    spec["metrics"] = {}  # measured without the cascade: no longer this file's
+    # The file's model id and metrics stay those of the full detector (what it serves by default); with the
+    # cascade switched on, results carry the model id with this suffix.
+    spec["cascade"]["id_suffix"] = "-cas" + hashlib.sha256(
+        json.dumps(spec["cascade"], sort_keys=True).encode()).hexdigest()[:8]
     return spec

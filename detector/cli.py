@@ -85,7 +85,7 @@ def cmd_detect(args) -> int:
     from detector.imageio import ImageDecodeError
     from detector.scoring import Detector, evidence_to_files
 
-    det = Detector.load(args.detector, device=pick_device(args.device), cascade=not args.no_cascade)
+    det = Detector.load(args.detector, device=pick_device(args.device), cascade=args.cascade)
     failures = 0
     for path in args.paths:
         try:
@@ -119,8 +119,8 @@ def cmd_audit(args) -> int:
     from detector.scoring import Detector
 
     device = pick_device(args.device)
-    loader = functools.partial(Detector.load, args.detector, device="cpu", cascade=not args.no_cascade)
-    det = Detector.load(args.detector, device=device, cascade=not args.no_cascade)
+    loader = functools.partial(Detector.load, args.detector, device="cpu", cascade=args.cascade)
+    det = Detector.load(args.detector, device=device, cascade=args.cascade)
     cfg = AuditConfig(workers=args.workers, frames_per_second=args.frames_per_second, crop_faces=args.crop == "faces",
                       batch=args.batch, confine_to=str(Path(args.root).resolve()) if args.root else None)
     engine = open_db(args.db)
@@ -162,10 +162,10 @@ def cmd_fit_cascade(args) -> int:
     from detector.scoring import Detector
     from gan_inversion.data import load_fashion_mnist
 
-    det = Detector.load(args.detector, device=pick_device(args.device), cascade=False)
+    det = Detector.load(args.detector, device=pick_device(args.device))
     reals = load_fashion_mnist(args.data, split="train")
     cfg = CascadeConfig(max_missed=args.max_missed, max_extra_fpr=args.max_extra_fpr, n_real=args.n_real,
-                        n_fake=args.n_fake)
+                        n_fake=args.n_fake, decide_real=not args.fakes_only)
     spec = fit_cascade(det, reals, cfg=cfg, cache_dir=args.cache or None)
     out = args.out or args.detector
     if Path(out).resolve().parent != Path(args.detector).resolve().parent:
@@ -237,8 +237,9 @@ def add_commands(sub) -> None:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--json", action="store_true", help="one JSON object per file")
     s.add_argument("--explain", metavar="DIR", help="write input, reconstruction and heatmap PNGs here")
-    s.add_argument("--no-cascade", action="store_true",
-                   help="refine every image, even where the detector's cascade would decide on the encoder's guess")
+    s.add_argument("--cascade", action="store_true",
+                   help="use the detector's cascade: clear cases decided on the encoder's guess (faster, ranks "
+                        "worse: benchmarks/RESULTS.md)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_detect)
 
@@ -254,8 +255,9 @@ def add_commands(sub) -> None:
     s.add_argument("--root", default=None,
                    help="never read outside this folder: links leading out are skipped, as the service does "
                         "(default: links are followed, loops cut)")
-    s.add_argument("--no-cascade", action="store_true",
-                   help="refine every image, even where the detector's cascade would decide on the encoder's guess")
+    s.add_argument("--cascade", action="store_true",
+                   help="use the detector's cascade: clear cases decided on the encoder's guess (faster, ranks "
+                        "worse: benchmarks/RESULTS.md)")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_audit)
@@ -279,7 +281,9 @@ def add_commands(sub) -> None:
     s.add_argument("--max-missed", type=float, default=0.01,
                    help="share of the fakes the full detector flags that stage 1 may clear (default 1%%)")
     s.add_argument("--max-extra-fpr", type=float, default=0.0,
-                   help="share of the photos the full detector clears that stage 1 may flag (default 0)")
+                   help="share of the held-out photos stage 1 may flag (default 0)")
+    s.add_argument("--fakes-only", action="store_true",
+                   help="stage 1 only flags confident fakes; every other image is refined (keeps the ranking)")
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder ('' for none)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_fit_cascade)

@@ -139,14 +139,14 @@ def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
 class Detector:
     def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
                  max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
-                 policy: VerdictPolicy = VerdictPolicy(), cascade: bool = True):
+                 policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False):
         self.spec, self.policy = spec, policy
         self.bundle, self.encoder, self.perceptual = bundle, encoder, perceptual
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
         self.classifier = JsonClassifier(spec["classifier"])
         self.evidence = EvidenceModel(spec["evidence"]) if spec.get("evidence") else None
-        # the two-stage cascade (detector/cascade.py), when the file has one and it is not switched off
+        # the two-stage cascade (detector/cascade.py), when the file has one and it is switched on
         self.first_stage = FirstStage(spec["cascade"]) if spec.get("cascade") and cascade else None
         # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
         self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
@@ -155,8 +155,8 @@ class Detector:
         if refine_steps is not None and refine_steps != self.fitted_refine_steps:
             self.feature_cfg = dataclasses.replace(self.feature_cfg, refine_steps=refine_steps)
         self.model_id: str = spec["model_id"]
-        if spec.get("cascade") and not cascade:  # scores differ from the file's served ones: say so in the id
-            self.model_id += "-nocascade"
+        if self.first_stage is not None:  # scores differ from the full detector's: say so in the id
+            self.model_id += spec["cascade"]["id_suffix"]
         self.max_pixels = max_pixels
         dom = spec.get("domain") or {}
         self._lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
@@ -171,11 +171,12 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
-             policy: VerdictPolicy = VerdictPolicy(), cascade: bool = True) -> Detector:
+             policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False) -> Detector:
         """Load a detector file and the bundle, encoder and perceptual net it names.
 
         A perceptual net passed in must be the backend the detector was fitted with (else DetectorError).
-        cascade=False scores every image with full refinement even when the file has a cascade.
+        cascade=True uses the file's cascade (detector/cascade.py), when it has one: clear cases are decided on the
+        encoder's guess; by default every image is refined.
         """
         path = Path(path)
         try:

@@ -62,7 +62,7 @@ def cascaded(tmp_path_factory):
     spec = fit_cascade(full, reals, cfg=CascadeConfig(n_real=48, n_fake=48, max_missed=0.05),
                        cache_dir=d / "cache", progress=False)
     write_spec(d / "cas.json", spec)
-    return d, full, Detector.load(d / "cas.json")
+    return d, full, Detector.load(d / "cas.json", cascade=True)
 
 
 def test_fit_cascade_writes_a_first_stage_and_a_new_model_id(cascaded):
@@ -74,8 +74,9 @@ def test_fit_cascade_writes_a_first_stage_and_a_new_model_id(cascaded):
     assert c["evidence"]["real_model"] == spec["evidence"]["real_model"]  # the detector's own photo model
     assert c["band"]["lo"] <= det.threshold <= c["band"]["hi"]
     assert c["held_out"]["n_real"] + c["held_out"]["n_fake"] == 96 - 16  # a third of the photos: the reference
-    assert spec["model_id"] != full.model_id and spec["base_model_id"] == full.model_id
-    assert det.first_stage is not None and Detector.load(d / "cas.json", cascade=False).first_stage is None
+    # the file stays the full detector (its id, its metrics); switched on, the cascade says so in the id
+    assert spec["model_id"] == full.model_id and det.model_id == full.model_id + c["id_suffix"]
+    assert det.first_stage is not None and Detector.load(d / "cas.json").first_stage is None
     assert det.info["cascade"]["band"] == c["band"]
     with pytest.raises(ValueError, match="only .* train-split reals left"):
         from gan_inversion.data import ImageDataset
@@ -151,10 +152,12 @@ def test_service_reports_the_stage_and_can_switch_the_cascade_off(cascaded):
         r = client.post("/v1/detect", content=buf.getvalue(), headers={"content-type": "image/png"})
         assert r.status_code == 200 and r.json()["stage"] in ("first", "refined")
         assert client.get("/v1/model").json()["cascade"]["band"] == det.first_stage.spec["band"]
-    assert settings_from_env({"RESYNTH_CASCADE": "0"}).cascade is False
-    assert settings_from_env({}).cascade is True
+    assert settings_from_env({"RESYNTH_CASCADE": "1"}).cascade is True
+    assert settings_from_env({}).cascade is False
     with pytest.raises(ValueError, match="RESYNTH_CASCADE"):
         settings_from_env({"RESYNTH_CASCADE": "maybe"})
-    off = default_loader(Settings(detector=str(d / "cas.json"), cascade=False, device="cpu"))
-    assert off.first_stage is None and off.model_id == det.model_id + "-nocascade"
+    on = default_loader(Settings(detector=str(d / "cas.json"), cascade=True, device="cpu"))
+    assert on.first_stage is not None and on.model_id == det.model_id
+    off = default_loader(Settings(detector=str(d / "cas.json"), device="cpu"))
+    assert off.first_stage is None and off.model_id == json.loads((d / "cas.json").read_text())["model_id"]
     assert all(r.stage is None for r in off.score_tensors(_images(2, seed=4)))

@@ -76,7 +76,7 @@ def test_search_picks_the_degradation_and_is_batch_independent(G, perc):
     out = invert_degraded(G, target, encoder=enc, perceptual=perc, cfg=cfg, grid=grid)
     assert [d.blur_sigma for d in out.degradations] == [1.2] * 3
     assert out.losses.shape == (3, 3) and torch.allclose(out.result.final_loss, out.losses.min(dim=1).values)
-    assert torch.allclose(out.degraded, gaussian_blur(out.result.images, 1.2))
+    assert torch.allclose(out.degraded, gaussian_blur(out.result.images, 1.2), atol=1e-6)
     alone = invert_degraded(G, target[1:2], encoder=enc, perceptual=perc, cfg=cfg, grid=grid)
     assert torch.allclose(alone.losses[0], out.losses[1], atol=1e-5)
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())  # G never modified

@@ -80,3 +80,34 @@ def test_offline_mobilenet_weights_installed_by_setup():
     big = (x + 0.5 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
     assert p(x, x).abs().max() < 1e-6 and torch.allclose(p(x, other), p(other, x))  # zero on itself, symmetric
     assert (p(x, small) < p(x, big)).all() and (p(x, big) < p(x, other)).all()  # grows with the distortion
+
+
+def test_folded_batch_norm_and_cached_target_features_give_the_same_distances():
+    from torch import nn
+
+    from gan_inversion.perceptual import MobileNetPerceptual
+
+    def build(fuse):
+        p = MobileNetPerceptual(pretrained=False, input_size=32, seed=3, fuse=False)
+        g = torch.Generator().manual_seed(9)
+        for m in p.modules():  # non-trivial running statistics and affine parameters, the same in both copies
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        if fuse:
+            from gan_inversion.perceptual import fuse_conv_bn
+
+            fuse_conv_bn(p)
+        return p
+
+    plain, fused = build(False), build(True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    x, y = _images(seed=4), _images(seed=5)
+    a, b = plain.compare(x, y), fused.compare(x, y)
+    assert torch.allclose(a["total"], b["total"], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(a["stages"], b["stages"], rtol=1e-4, atol=1e-6)
+    # the target's side computed once and passed in gives the same distance
+    assert torch.equal(fused(x, y, y_features=fused.target_features(y)), fused(x, y))
