@@ -135,17 +135,20 @@ def matmul_rate(device) -> float:
     return 20 * 2 * 1024**3 / (time.perf_counter() - t0)
 
 
-def api_levels(detector: str, pngs: list[bytes], requests: int) -> tuple[dict, list[dict]]:
-    """The service with its default settings (cascade on, in-flight limit and batching as shipped)."""
+def api_levels(detector: str, pngs: list[bytes], requests: int, *, cascade: bool, concurrency=(1, 4, 16)
+               ) -> tuple[dict, list[dict]]:
+    """The service with its default settings (in-flight limit and batching as shipped), the cascade off (the
+    default) or on."""
     from .api_load import run_level, serving
 
     levels = []
-    with serving(None, env_extra={"RESYNTH_DETECTOR": detector}) as url:
+    env = {"RESYNTH_DETECTOR": detector, "RESYNTH_CASCADE": "1" if cascade else "0"}
+    with serving(None, env_extra=env) as url:
         model = httpx.get(url + "/v1/model").json()
         asyncio.run(run_level(url, pngs, 1, 4))  # warm-up
-        for c in (1, 4, 16):
+        for c in concurrency:
             r = asyncio.run(run_level(url, pngs, c, requests))
-            r["max_inflight"] = "default"
+            r["max_inflight"] = "default (32)" + (", cascade on" if cascade else "")
             levels.append(r)
             print(json.dumps(r), flush=True)
     return model, levels
@@ -248,9 +251,10 @@ def main(argv=None) -> int:
     if not args.skip_api:
         from .api_load import sample_pngs
 
-        model, levels = api_levels(args.detector, sample_pngs(32, os.path.join(
-            os.path.dirname(args.detector), det.spec["bundle"]["file"])), args.requests)
-        api = {"meta": {"model_id": model["model_id"], "refine_steps": model["refine_steps"], "cascade": True,
+        pngs = sample_pngs(32, os.path.join(os.path.dirname(args.detector), det.spec["bundle"]["file"]))
+        model, levels = api_levels(args.detector, pngs, args.requests, cascade=False)
+        levels += api_levels(args.detector, pngs, args.requests, cascade=True, concurrency=(1, 16))[1]
+        api = {"meta": {"model_id": model["model_id"], "refine_steps": model["refine_steps"],
                         "cpus": os.cpu_count(), "machine": platform.machine(),
                         "requests_per_level": args.requests}, "levels": levels}
     audit = None
@@ -258,8 +262,8 @@ def main(argv=None) -> int:
         from .audit import build_folder, timed_audit
 
         images_dir, _ = build_folder(det, args.audit_n, 0)
-        rows = [timed_audit(images_dir, det, w, args.detector) for w in (1, 2)]
-        audit = {"meta": {"model_id": det.model_id, "cpus": os.cpu_count(), "machine": platform.machine(),
+        rows = [timed_audit(images_dir, full, 1, args.detector)]  # as `resynth audit` runs by default
+        audit = {"meta": {"model_id": full.model_id, "cpus": os.cpu_count(), "machine": platform.machine(),
                           "n_images": args.audit_n}, "runs": rows}
         for r in rows:
             print(json.dumps(r), flush=True)

@@ -116,7 +116,7 @@ def feature_context(detector) -> dict:
     """What cached features of a loaded detector depend on (the fit it came from fixes the encoder; a
     calibrated or cascaded copy of it keeps that fit's id, `base_model_id`)."""
     return {"features": detector.feature_cfg.to_dict(), "G": weights_fingerprint(detector.G),
-            "model_id": detector.spec.get("base_model_id", detector.model_id),
+            "model_id": detector.spec.get("base_model_id", detector.spec["model_id"]),
             "perceptual": detector.perceptual.backend_id}
 
 

@@ -77,6 +77,9 @@ def test_fit_cascade_writes_a_first_stage_and_a_new_model_id(cascaded):
     # the file stays the full detector (its id, its metrics); switched on, the cascade says so in the id
     assert spec["model_id"] == full.model_id and det.model_id == full.model_id + c["id_suffix"]
     assert det.first_stage is not None and Detector.load(d / "cas.json").first_stage is None
+    from detector.fit import feature_context
+
+    assert feature_context(det) == feature_context(full)  # the same features: cached ones are found again
     assert det.info["cascade"]["band"] == c["band"]
     with pytest.raises(ValueError, match="only .* train-split reals left"):
         from gan_inversion.data import ImageDataset
