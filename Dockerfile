@@ -18,7 +18,9 @@ COPY gan_inversion ./gan_inversion
 COPY detector ./detector
 COPY api ./api
 COPY models ./models
-RUN make setup EXTRAS=
+# EXTRAS=ray (the compose file's `ray` profile) adds Ray and the PostgreSQL driver for distributed audits.
+ARG EXTRAS=
+RUN make setup EXTRAS=$EXTRAS
 
 # No root process in the container.
 RUN useradd --uid 10001 --create-home resynth && chown -R resynth:resynth /app

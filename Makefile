@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The optional Ray engine of audits (pyproject extra `ray`): the tests start a real local Ray cluster.
+RAY_STAMP := $(VENV)/.installed-ray
+$(RAY_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[ray]"
+	touch $(RAY_STAMP)
+
 # Fashion-MNIST: Debian's dataset-fashion-mnist when apt can install it, else torchvision's downloader.
 $(DATA): | $(STAMP)
 	@if [ ! -f $(DEBIAN_FMNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -38,20 +44,22 @@ $(DATA): | $(STAMP)
 data: $(DATA)
 
 # What only the tests need from Debian: a headless browser and its driver (web page test), docker-compose
-# (compose file validation; no Docker engine needed).
+# (compose file validation; no Docker engine needed), PostgreSQL (audits into a server the test starts).
+TEST_DEBS := chromium chromium-driver docker-compose postgresql
 test-deps:
 	@missing=""; for c in chromium chromedriver docker-compose; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -q chromium chromium-driver docker-compose >/dev/null 2>&1 \
-	    || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver docker-compose >/dev/null); \
-	  else echo "install chromium, chromium-driver and docker-compose (Debian packages) for the full test suite"; fi; \
+	    apt-get install -y -q $(TEST_DEBS) >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(TEST_DEBS) >/dev/null); \
+	  else echo "install $(TEST_DEBS) (Debian packages) for the full test suite"; fi; \
 	fi
 
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup data test-deps lint
+test: setup $(RAY_STAMP) data test-deps lint
 	$(BIN)/python -m pytest -q
 
 # The quick loop while developing: everything but the tests marked slow (real servers, subprocesses, browser,

@@ -1,6 +1,7 @@
-"""Audit throughput: files/s on a folder of generated and real images at 1, 2 and 4 workers, and on videos.
+"""Audit throughput: files/s on a folder of generated and real images at 1, 2 and 4 workers, and on videos;
+with `--engine ray`, also on a local Ray instance with 1 and 2 actors (detector/audit/ray_engine.py).
 
-    python -m benchmarks.audit [--n 2000] [--workers 1,2,4] [--videos 3]
+    python -m benchmarks.audit [--n 2000] [--workers 1,2,4] [--videos 3] [--engine local|ray] [--actors 1,2]
 
 The folder (built under runs/audit-bench/): n/2 test-split photos (native 28x28 PNG) and n/2 fresh G_ema
 samples (32x32 PNG); the videos: 10 s at 10 fps of generator samples (MJPG AVI), sampled at 1 frame/s.
@@ -53,17 +54,37 @@ def build_folder(det: Detector, n: int, n_videos: int) -> tuple[Path, Path]:
     return images, videos
 
 
-def timed_audit(folder: Path, det: Detector, workers: int, detector_path: str) -> dict:
-    db = WORK / f"bench_{folder.name}_{workers}.sqlite"
+def timed_audit(folder: Path, det: Detector, workers: int, detector_path: str, *, actors: int | None = None
+                ) -> dict:
+    """One audit into a fresh database: local processes (`workers`), or Ray actors (`actors`, a local Ray
+    instance started for the run; its start-up is not timed, its actors' model loading is)."""
+    ray_cfg = None
+    if actors is not None:
+        import ray
+
+        from detector.audit.ray_engine import RayConfig
+
+        ray.shutdown()
+        ray.init(num_cpus=actors, include_dashboard=False, log_to_driver=False)
+        ray_cfg = RayConfig(actors=actors)
+    db = WORK / f"bench_{folder.name}_{workers}_{actors}.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     engine = open_db(db)
     loader = functools.partial(Detector.load, detector_path)
     t0 = time.perf_counter()
-    run_audit(engine, folder, detector=det, cfg=AuditConfig(workers=workers), loader=loader, progress=True)
+    run_audit(engine, folder, detector=det, cfg=AuditConfig(workers=workers), loader=loader, progress=True,
+              ray=ray_cfg)
     dt = time.perf_counter() - t0
     n = sum(1 for p in folder.rglob("*") if p.is_file())
-    return {"folder": folder.name, "workers": workers, "files": n, "seconds": dt, "files_per_s": n / dt}
+    row = {"folder": folder.name, "workers": workers, "files": n, "seconds": dt, "files_per_s": n / dt,
+           "engine": "local" if actors is None else "ray"}
+    if actors is not None:
+        row["actors"] = actors
+        import ray
+
+        ray.shutdown()
+    return row
 
 
 def main(argv=None) -> int:
@@ -72,17 +93,26 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="ray: also audit the images on a local Ray instance with --actors actors")
+    ap.add_argument("--actors", default="1,2")
     args = ap.parse_args(argv)
     det = Detector.load(args.detector)
     images, videos = build_folder(det, args.n, args.videos)
     rows = [timed_audit(images, det, int(w), args.detector) for w in args.workers.split(",")]
-    rows.append(timed_audit(videos, det, 1, args.detector))
+    if args.engine == "ray":
+        rows += [timed_audit(images, det, 1, args.detector, actors=int(a)) for a in args.actors.split(",")]
+    if args.videos:
+        rows.append(timed_audit(videos, det, 1, args.detector))
     for r in rows:
         print(json.dumps(r), flush=True)
     meta = {"model_id": det.model_id, "cpus": os.cpu_count(), "machine": platform.machine(), "n_images": args.n}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "audit.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2))
-    write_section("audit", audit_table(meta, rows, "`python -m benchmarks.audit`", args.videos))
+    out = RESULTS_DIR / ("audit_ray.json" if args.engine == "ray" else "audit.json")
+    out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=2))
+    ray_run = args.engine == "ray"
+    command = "`python -m benchmarks.audit" + (" --engine ray`" if ray_run else "`")
+    write_section("audit_ray" if ray_run else "audit", audit_table(meta, rows, command, args.videos))
     return 0
 
 
@@ -92,9 +122,9 @@ def audit_table(meta: dict, rows: list[dict], command: str, videos: int) -> str:
              f"Model `{meta['model_id']}`, {meta['cpus']} CPUs ({meta['machine']}); {meta['n_images']} PNGs (half "
              f"28x28 test photos, half 32x32 generator samples){vid}. "
              "Each row audits into a fresh database (hashing, decoding, scoring, committing).", "",
-             "| folder | workers | files | seconds | files/s |", "|---|---|---|---|---|"]
-    lines += [f"| {r['folder']} | {r['workers']} | {r['files']} | {r['seconds']:.1f} | {r['files_per_s']:.2f} |"
-              for r in rows]
+             "| folder | engine | workers / actors | files | seconds | files/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['folder']} | {r.get('engine', 'local')} | {r.get('actors', r['workers'])} | {r['files']} | "
+              f"{r['seconds']:.1f} | {r['files_per_s']:.2f} |" for r in rows]
     return "\n".join(lines)
 
 

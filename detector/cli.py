@@ -124,10 +124,16 @@ def cmd_audit(args) -> int:
     cfg = AuditConfig(workers=args.workers, frames_per_second=args.frames_per_second, crop_faces=args.crop == "faces",
                       batch=args.batch, confine_to=str(Path(args.root).resolve()) if args.root else None)
     engine = open_db(args.db)
+    ray_cfg = None
+    if args.engine == "ray":
+        from detector.audit.ray_engine import RayConfig, import_ray
+
+        import_ray()  # a clear message when Ray is not installed
+        ray_cfg = RayConfig(address=args.ray_address, actors=args.actors, batch_size=args.batch_size)
     if args.report_only:
         aid = audit_id_for(Path(args.folder).resolve(), det.model_id, cfg)
     else:
-        aid = run_audit(engine, args.folder, detector=det, cfg=cfg, loader=loader)
+        aid = run_audit(engine, args.folder, detector=det, cfg=cfg, loader=loader, ray=ray_cfg)
     for out in args.out or []:
         print(f"report: {write_report(engine, aid, out)}")
     print(json.dumps(audit_progress(engine, aid)))
@@ -247,7 +253,15 @@ def add_commands(sub) -> None:
     s.add_argument("folder")
     s.add_argument("--out", action="append", help="report file: .csv, .json or .html (repeatable)")
     s.add_argument("--db", default="resynth-audit.sqlite", help="SQLite file or SQLAlchemy URL")
-    s.add_argument("--workers", type=int, default=1, help="scoring processes")
+    s.add_argument("--workers", type=int, default=1, help="scoring processes (local engine)")
+    s.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where to score: this machine's processes, or a Ray cluster (pip install -e \".[ray]\")")
+    s.add_argument("--ray-address", default=None,
+                   help="with --engine ray: 'auto' (the cluster this machine belongs to) or ray://HOST:PORT "
+                        "(default: start a local Ray instance)")
+    s.add_argument("--actors", type=int, default=1, help="with --engine ray: scoring actors (one detector each)")
+    s.add_argument("--batch-size", type=int, default=1,
+                   help="with --engine ray: scoring tasks per actor call (a task is --batch images or video frames)")
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--frames-per-second", type=float, default=1.0, help="video sampling rate")
     s.add_argument("--crop", choices=("faces",), default=None, help="score face crops (Haar cascade) instead")
@@ -313,6 +327,7 @@ def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse and run a subcommand; domain errors become one line on stderr and exit status 2."""
+    from detector.audit.ray_engine import RayUnavailable
     from detector.audit.walk import OutsideRoot
     from detector.scoring import DetectorError
     from gan_inversion.checkpoints import BundleError
@@ -323,7 +338,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (BundleError, DataError, PerceptualUnavailable, DetectorError, FileNotFoundError, NotADirectoryError,
-            OutsideRoot, KeyError, ValueError) as exc:
+            OutsideRoot, RayUnavailable, KeyError, ValueError) as exc:
         print(f"resynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

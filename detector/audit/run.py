@@ -297,11 +297,13 @@ def _set_status(engine: Engine, aid: str, status: str, message: str | None = Non
 
 def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = AuditConfig(),
               loader: Callable[[], object] | None = None, progress: bool = True,
-              on_progress: Callable[[dict], None] | None = None) -> str:
+              on_progress: Callable[[dict], None] | None = None, ray=None) -> str:
     """Audit `root` into the database; resumes an earlier run of the same audit. Returns the audit id.
 
     `detector` scores in this process (workers=1); with workers > 1, `loader` (picklable, no arguments)
-    builds a detector in each worker process.
+    builds a detector in each worker process. With `ray` (a ray_engine.RayConfig), the tasks are scored on
+    a Ray cluster by actors that each build a detector with `loader`; this process still walks, plans and
+    writes every row (detector/audit/ray_engine.py).
     """
     root = Path(root).resolve()
     guard = cfg.guard
@@ -321,7 +323,9 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
 
     def stored(outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            store.outcome(o, planner.pending.pop(o.content_hash))
+            group = planner.pending.pop(o.content_hash, None)
+            if group is not None:  # an outcome that arrives twice (a retried task) is stored once
+                store.outcome(o, group)
 
     try:
         for step in planner.plan(entries):  # skips and duplicates are stored while the plan is made
@@ -331,7 +335,13 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
                 store.duplicate(step)
             else:
                 tasks.append(step)
-        if cfg.workers <= 1 or len(tasks) <= 1:
+        if ray is not None:
+            if loader is None:
+                raise ValueError("the Ray engine needs a picklable detector loader")
+            from .ray_engine import score_on_ray
+
+            score_on_ray(tasks, cfg, loader, ray, stored)
+        elif cfg.workers <= 1 or len(tasks) <= 1:
             for t in tasks:
                 stored(score_task(t, cfg, detector))
         else:
