@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 from PIL import Image
 
-from detector.audit import AuditConfig, open_db, run_audit
+from detector.audit import AuditConfig, open_db, run_audit, walk_media
+from detector.audit.db import ensure_audit
 from detector.fit import EVAL_FAKE_SEED
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_uint8
@@ -87,6 +88,37 @@ def timed_audit(folder: Path, det: Detector, workers: int, detector_path: str, *
     return row
 
 
+def driver_costs(folder: Path, n_outcomes: int = 2000) -> dict:
+    """What the driver does alone, whatever the number of actors: walking and hashing the folder (planning),
+    and storing outcomes (one commit per outcome with its file row, into a fresh SQLite database)."""
+    from detector.audit.run import Outcome, Store
+    from detector.audit.walk import file_hash
+
+    t0 = time.perf_counter()
+    entries = list(walk_media(folder))
+    for e in entries:
+        file_hash(e.path)
+    plan_s = time.perf_counter() - t0
+    db = WORK / "bench_driver.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    engine = open_db(db)
+    cfg = AuditConfig()
+    aid = ensure_audit(engine, folder, "driver-bench", cfg)
+    store = Store(engine, aid, "driver-bench", cfg, done_before=0, total=n_outcomes, progress=False, on_progress=None)
+    thumb = (entries[0].path.read_bytes() if entries else b"")  # a small PNG stands in for the evidence images
+    t0 = time.perf_counter()
+    for i in range(n_outcomes):
+        e = entries[i % len(entries)]
+        fake_entry = type(e)(path=e.path, rel=f"{i:06d}/{e.rel}", kind=e.kind, size=e.size)
+        store.outcome(Outcome(f"{i:064x}", p_fake=0.5, summary={"warnings": []}, thumbnail=thumb, heatmap=thumb),
+                      [fake_entry])
+    store_s = time.perf_counter() - t0
+    store.close()
+    return {"files": len(entries), "plan_files_per_s": len(entries) / plan_s,
+            "store_outcomes_per_s": n_outcomes / store_s}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000)
@@ -96,9 +128,21 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="ray: also audit the images on a local Ray instance with --actors actors")
     ap.add_argument("--actors", default="1,2")
+    ap.add_argument("--driver-only", action="store_true",
+                    help="only the driver's own costs (walk and hash, store) that bound a cluster's throughput")
     args = ap.parse_args(argv)
     det = Detector.load(args.detector)
     images, videos = build_folder(det, args.n, args.videos)
+    if args.driver_only:
+        d = driver_costs(images)
+        print(json.dumps(d))
+        (RESULTS_DIR / "audit_driver.json").write_text(json.dumps(d, indent=2))
+        write_section("audit_driver", "\n".join([
+            "## What one audit driver can keep up with (`python -m benchmarks.audit --driver-only`)", "",
+            f"{d['files']} PNGs on this machine's disk: walking and hashing (the plan) "
+            f"{d['plan_files_per_s']:,.0f} files/s; storing outcomes (one commit each, with its file row and "
+            f"two small PNGs, SQLite) {d['store_outcomes_per_s']:,.0f} outcomes/s."]))
+        return 0
     rows = [timed_audit(images, det, int(w), args.detector) for w in args.workers.split(",")]
     if args.engine == "ray":
         rows += [timed_audit(images, det, 1, args.detector, actors=int(a)) for a in args.actors.split(",")]

@@ -155,12 +155,14 @@ def main(argv=None) -> int:
     ap.add_argument("--n-frontier", type=int, default=80, help="images per class for the speed/accuracy frontier")
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="a few images, two conditions (smoke run; no RESULTS.md)")
+    ap.add_argument("--cascade", action="store_true",
+                    help="score through the detector's opt-in cascade (resynth_full: every image refined)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.n_fit, args.n_frontier, args.boot = 40, 200, 20, 20
     t_start = time.time()
     torch.manual_seed(0)
-    det = Detector.load(args.detector)
+    det = Detector.load(args.detector, cascade=args.cascade)
     conditions = dict(list(CONDITIONS.items())[:2]) if args.quick else CONDITIONS
     names = ["stylegan2 psi=1.0", "stylegan2 psi=0.7", "dcgan", "vae", "stylegan2-narrow"]
     test = load_fashion_mnist(DEFAULT_DATA, split="test")

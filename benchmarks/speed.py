@@ -135,6 +135,20 @@ def matmul_rate(device) -> float:
     return 20 * 2 * 1024**3 / (time.perf_counter() - t0)
 
 
+def profile_batch1(det: Detector, x: torch.Tensor, rows: int = 12) -> dict:
+    """Where one image's time goes (batch 1, every image refined): torch profiler, operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        extract_features(det.G, det.D, det.encoder, det.perceptual, x, cfg=det.feature_cfg)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    top = [{"op": e.key, "calls": int(e.count), "self_ms": e.self_cpu_time_total / 1000,
+            "share": e.self_cpu_time_total / max(total, 1)} for e in events[:rows]]
+    return {"total_ms": total / 1000, "ops": top, "calls": int(sum(e.count for e in events))}
+
+
 def api_levels(detector: str, pngs: list[bytes], requests: int, *, cascade: bool, concurrency=(1, 4, 16)
                ) -> tuple[dict, list[dict]]:
     """The service with its default settings (in-flight limit and batching as shipped), the cascade off (the
@@ -220,6 +234,7 @@ def main(argv=None) -> int:
         "first stage only": {"batch1": {"ms_per_image": timed_first_stage(det, single, batch=1)},
                              "batched": {"ms_per_image": timed_first_stage(det, mix, batch=args.batch)}},
     }
+    prof = profile_batch1(full, single[:1])
     rate = matmul_rate(device)
     f_full, f_first = flops_of(det, det.feature_cfg), flops_of(det, det.first_stage.feature_cfg)
     share1 = timing["cascade"]["batch1"]["decided_first"]
@@ -273,7 +288,7 @@ def main(argv=None) -> int:
             "matmul_flops_per_s": rate, "band": det.first_stage.spec["band"], "wall_s": time.time() - t_start,
             "quick": args.quick}
     result = {"meta": meta, "accuracy": accuracy_rows, "timing": timing, "frontier": frontier, "api": api,
-              "audit": audit}
+              "audit": audit, "profile_batch1": prof}
     (RESULTS_DIR / f"speed{tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({"accuracy": accuracy_rows, "timing": timing}, indent=1))
     if not args.quick:
@@ -319,6 +334,13 @@ def report(res: dict) -> str:
     lines += [f"| {r['half_width_logit']:g} | {r['decided_first']:.0%} | {r['auc']:.4f} | {r['ms_per_image']:.0f} |"
               for r in res["frontier"]]
     lines += ["", "![speed frontier](results/speed_frontier.png)"]
+    prof = res.get("profile_batch1")
+    if prof:
+        lines += ["", f"Where the time goes: one image, batch 1, every image refined (torch profiler; "
+                  f"{prof['total_ms']:.0f} ms of operator time in {prof['calls']:,} operator calls), the "
+                  "operators with the most self time:", "",
+                  "| operator | calls | self ms | share |", "|---|---|---|---|"]
+        lines += [f"| `{o['op']}` | {o['calls']} | {o['self_ms']:.0f} | {o['share']:.0%} |" for o in prof["ops"]]
     return "\n".join(lines)
 
 

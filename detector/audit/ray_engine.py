@@ -258,6 +258,8 @@ def score_on_ray(tasks: list[ImageTask | VideoTask], cfg: AuditConfig, loader: C
             flat.append(t)
     if not flat:
         return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the audit's own progress bar counts files
     items = [{"id": i, "task": encode_task(t)} for i, t in enumerate(flat)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # Ray Data restarts a dead actor and retries its tasks (its actor pools' defaults)
