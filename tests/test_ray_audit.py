@@ -68,15 +68,21 @@ def ray_cluster(tmp_path_factory):
     ray_bin = Path(sys.executable).parent / "ray"
     port = _free_port()
     tmp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    # A HOME of its own: a Ray token left in ~/.ray by an earlier local instance would make the head demand a
+    # token the joining worker does not send.
+    (tmp / "home").mkdir()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(tmp / "home"),
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     common = ["--num-cpus", "1", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
-    subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--include-dashboard", "false", "--temp-dir", str(tmp), *common],
-                   check=True, env=env, capture_output=True, timeout=180)
+    def ray_cmd(*args):
+        r = subprocess.run([str(ray_bin), *args], env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"ray {' '.join(args)} failed:\n{r.stderr[-3000:]}"
+
+    ray_cmd("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard", "false",
+            "--temp-dir", str(tmp), *common)
     address = f"127.0.0.1:{port}"
     try:
-        subprocess.run([str(ray_bin), "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
-                       check=True, env=env, capture_output=True, timeout=180)
+        ray_cmd("start", "--address", address, "--node-ip-address", "127.0.0.1", *common)
         import ray
 
         ray.init(address=address, log_to_driver=False)
