@@ -5,12 +5,21 @@ dict), optionally `d` (Discriminator), `g` and `latent_avg` (as written by its `
 `convert_weight.py` from NVIDIA's pickles, e.g. the FFHQ config-f model). Both networks use the same
 equalized-learning-rate conventions as ours, so conversion is a renaming plus shape squeezes; the
 architecture (resolution, channels, mapping depth) is read off the tensor shapes.
+
+NVIDIA stylegan2-ada-pytorch `.pkl` files are read as data, without running any code they carry
+(`read_nvidia_pickle`, below); mapping their weights onto resynth's networks is not done yet, so
+`resynth convert` does not accept them yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import hashlib
+import io
+import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -162,3 +171,89 @@ def convert_rosinality(path: str | Path, *, w_avg_samples: int = 10_000, seed: i
 def convert(path: str | Path, **kwargs) -> Bundle:
     """Convert any supported third-party checkpoint into a loaded Bundle."""
     return bundle_from_dict(convert_rosinality(path, **kwargs), path=path)
+
+
+# --------------------------------------------------------------------------- NVIDIA pickles, read as data
+# stylegan2-ada-pytorch network pickles (`network-snapshot-*.pkl`) hold their networks as "persistent"
+# objects: each one is rebuilt by torch_utils.persistence._reconstruct_persistent_obj from a record that
+# carries the Python source of its module, which a normal unpickle executes. Here nothing from the file is
+# executed: an unpickler that knows only tensor rebuilding and plain containers turns every persistent
+# object into a `PersistentRecord` (its class name, constructor arguments and state), and refuses any other
+# global, naming it. Mapping the records onto resynth's networks comes on top of this reader.
+
+@dataclass
+class PersistentRecord:
+    """A persistent object of an NVIDIA pickle, kept as data (its module source is never run)."""
+
+    class_name: str
+    init_kwargs: dict
+    state: dict          # the object's __dict__ (for an nn.Module: _parameters, _buffers, _modules, ...)
+    source_sha256: str   # of the module source it carried, to tell code versions apart
+
+    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Parameters and buffers of this record and its sub-records, keyed like a state dict."""
+        out = {}
+        for group in ("_parameters", "_buffers"):
+            for k, v in (self.state.get(group) or {}).items():
+                if isinstance(v, torch.Tensor):
+                    out[prefix + k] = v.detach()
+        for k, sub in (self.state.get("_modules") or {}).items():
+            if isinstance(sub, PersistentRecord):
+                out.update(sub.tensors(prefix + k + "."))
+        return out
+
+
+class NvidiaPickleRefused(BundleError):
+    """The pickle asks for something that reading it as data does not allow."""
+
+
+def _reconstruct_record(meta: dict) -> PersistentRecord:
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        kind = meta.get("type") if isinstance(meta, dict) else type(meta).__name__
+        raise NvidiaPickleRefused(f"persistent object of unsupported type {kind!r}")
+    state = meta.get("state") or {}
+    src = meta.get("module_src") or ""
+    return PersistentRecord(class_name=str(meta.get("class_name")), init_kwargs=dict(state.get("_init_kwargs") or {}),
+                            state=state, source_sha256=hashlib.sha256(src.encode()).hexdigest())
+
+
+def _storage_from_bytes(b: bytes):
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
+class _DataUnpickler(pickle.Unpickler):
+    ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_record,
+        ("dnnlib.util", "EasyDict"): dict,
+    }
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise NvidiaPickleRefused(
+                f"the pickle asks for {module}.{name}, which reading it as data does not allow (only tensors, "
+                "plain containers and stylegan2-ada persistent objects are read; nothing in the file is run)"
+            ) from None
+
+
+def read_nvidia_pickle(path: str | Path) -> dict:
+    """The top-level dict of a stylegan2-ada-pytorch pickle ('G', 'D', 'G_ema', 'augment_pipe',
+    'training_set_kwargs', ...), every network as a PersistentRecord; NvidiaPickleRefused for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        try:
+            obj = _DataUnpickler(f).load()
+        except NvidiaPickleRefused as exc:
+            raise NvidiaPickleRefused(f"{path}: {exc}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as exc:
+            raise BundleError(f"{path}: not a readable stylegan2-ada pickle: {exc}") from exc
+    if not isinstance(obj, dict) or not any(isinstance(obj.get(k), PersistentRecord) for k in ("G_ema", "G")):
+        raise BundleError(f"{path}: not a stylegan2-ada network pickle (no 'G_ema' network in it)")
+    return obj
