@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from detector import laundering
+from detector.evidence import appearance_features
 from detector.features import extract_features
 from detector.fit import (
     EVAL_FAKE_SEED,
@@ -175,12 +176,13 @@ def main(argv=None) -> int:
 
     def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
         X, fnames = features_for(images, desc=desc, **kw)
-        ev = det.probabilities(X, images)
+        A = appearance_features(det.perceptual, images) if det.evidence is not None else None
+        ev = det.probabilities(X, images, appearance=A)
         photo = ev.photo_score if ev.photo_score is not None else np.zeros(len(X))
         p, X1, decided = ev.p_fake, None, None
         if det.first_stage is not None:  # as served: the cascade decides clear cases on the encoder's guess
             X1 = first_stage_features(det, images, cache_dir=DEFAULT_CACHE, desc=f"{desc} stage 1")
-            p, decided = det.cascade_probabilities(X1, X, images)
+            p, decided = det.cascade_probabilities(X1, X, images, appearance=A)
         out = {"resynth": p, "resynth_full": ev.p_fake, "resynth_generator": det.classifier.predict_proba(X),
                "photo_model": photo, "resynth_decided_first": decided,
                "resynth_verdicts": np.asarray(det.verdicts(X, fnames, p, X1=X1, decided=decided)),

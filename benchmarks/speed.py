@@ -68,7 +68,7 @@ def accuracy(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, progres
         y = np.r_[np.zeros(len(r)), np.ones(len(f))].astype(int)
         p_full = det.probabilities(X, None, appearance=A).p_fake
         p1 = det.first_stage_probabilities(X1, A).p_fake
-        p_cas, decided = det.cascade_probabilities(X1, X, images)
+        p_cas, decided = det.cascade_probabilities(X1, X, None, appearance=A)
         out[name] = {"y": y, "full": p_full, "first": p1, "cascade": p_cas, "decided": decided}
     return out
 

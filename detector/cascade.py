@@ -69,7 +69,7 @@ class FirstStage:
 
     def __init__(self, spec: dict):
         self.spec = spec
-        self.feature_cfg = FeatureConfig(**{k: v for k, v in spec["features"].items() if k != "version"})
+        self.feature_cfg = FeatureConfig.from_dict(spec["features"])
         self.classifier = JsonClassifier(spec["classifier"])
         self.evidence = EvidenceModel(spec["evidence"])
         self.lo, self.hi = float(spec["band"]["lo"]), float(spec["band"]["hi"])
@@ -141,7 +141,7 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
     ev1 = fit_evidence(decision_ref=decision[ref], photo_ref=photo[ref], decision_cal=decision[cal],
                        photo_cal=photo[cal], y_cal=yh[cal], real_model=real_model, target_fpr=clf_cfg.target_fpr)
     p1 = EvidenceModel(ev1).evaluate(decision[cal], A[cal]).p_fake
-    p2 = detector.probabilities(H2[cal], images[cal]).p_fake
+    p2 = detector.probabilities(H2[cal], None, appearance=A[cal]).p_fake
     t = detector.threshold
     lo, hi = choose_band(p1, p2, yh[cal], t, max_missed=cfg.max_missed, max_extra_fpr=cfg.max_extra_fpr)
     if not cfg.decide_real:

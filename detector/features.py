@@ -46,6 +46,11 @@ class FeatureConfig(InvertConfig):
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "version": FEATURE_VERSION}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureConfig:
+        """As stored by to_dict (in a detector file)."""
+        return cls(**{k: v for k, v in d.items() if k != "version"})
+
 
 DEGRADATION_FEATURES = ["deg_blur_sigma", "deg_scale", "deg_gain"]
 

@@ -150,7 +150,7 @@ class Detector:
         self.first_stage = FirstStage(spec["cascade"]) if spec.get("cascade") and cascade else None
         # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
         self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
-        self.feature_cfg = FeatureConfig(**{k: v for k, v in spec["features"].items() if k != "version"})
+        self.feature_cfg = FeatureConfig.from_dict(spec["features"])
         self.fitted_refine_steps = self.feature_cfg.refine_steps
         if refine_steps is not None and refine_steps != self.fitted_refine_steps:
             self.feature_cfg = dataclasses.replace(self.feature_cfg, refine_steps=refine_steps)
@@ -264,10 +264,11 @@ class Detector:
         fs = self.first_stage
         return fs.evidence.evaluate(fs.classifier.decision(X1), appearance)
 
-    def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor
-                              ) -> tuple[np.ndarray, np.ndarray]:
-        """(p_fake [N], decided at stage 1 [N]) as served, from both stages' feature rows (benchmarks)."""
-        A = appearance_features(self.perceptual, images.to(self.device))
+    def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor | None, *,
+                              appearance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(p_fake [N], decided at stage 1 [N]) as served, from both stages' feature rows (benchmarks); the
+        appearance features are computed from the images unless given."""
+        A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
         p2 = self.probabilities(X, None, appearance=A).p_fake
         if self.first_stage is None:
             return p2, np.zeros(len(p2), dtype=bool)
