@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import AuditConfig
+from .media import video_capture
 from .run import ImageTask, Outcome, VideoTask, _read_reason, score_task
-from .walk import PROC_FD, Confinement, open_media
 
 RAY_MISSING = ("the Ray engine needs Ray: pip install -e \".[ray]\" (or pip install \"ray[data]\"); "
                "the local engine (--engine local, the default) needs nothing more")
@@ -67,32 +67,16 @@ class FrameTask:
     stop: int | None
 
 
-def _open_capture(path: str, guard: Confinement | None):
-    import cv2
-
-    if guard is None:
-        return cv2.VideoCapture(path), None
-    f = open_media(path, guard)
-    f = f.__enter__()
-    opened = PROC_FD / str(f.fileno())
-    return cv2.VideoCapture(str(opened) if opened.exists() else str(guard.check(Path(path)))), f
-
-
 def sampled_frame_count(path: str, cfg: AuditConfig) -> int:
     """How many frames the local engine samples from this video, from its header (a guess: the last chunk is
     open-ended, so a wrong count never loses frames)."""
     import cv2
 
-    cap, f = _open_capture(path, cfg.guard)
-    try:
+    with video_capture(path, cfg.guard) as cap:
         if not cap.isOpened():
             return 0
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    finally:
-        cap.release()
-        if f is not None:
-            f.close()
     step = max(1, round(fps / cfg.frames_per_second))
     return min(cfg.max_frames, (n + step - 1) // step)
 
@@ -108,8 +92,7 @@ def read_frames(task: FrameTask, cfg: AuditConfig) -> tuple[list[bytes], list[fl
     """The PNG frames and times of a chunk, sampled exactly as media.video_frames samples the whole video."""
     import cv2
 
-    cap, f = _open_capture(task.path, cfg.guard)
-    try:
+    with video_capture(task.path, cfg.guard) as cap:
         if not cap.isOpened():
             raise ValueError("cannot open video (corrupt or unsupported codec)")
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -128,10 +111,6 @@ def read_frames(task: FrameTask, cfg: AuditConfig) -> tuple[list[bytes], list[fl
                         stamps.append(i / fps)
                 k += 1
             i += 1
-    finally:
-        cap.release()
-        if f is not None:
-            f.close()
     return frames, stamps
 
 
