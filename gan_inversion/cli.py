@@ -157,13 +157,14 @@ def cmd_eval_gan(args) -> int:
 
 def cmd_convert(args) -> int:
     from gan_inversion.checkpoints import atomic_save, load_bundle
-    from gan_inversion.legacy import convert_rosinality
+    from gan_inversion.legacy import convert_any
 
-    atomic_save(convert_rosinality(args.src), args.dst)
+    atomic_save(convert_any(args.src), args.dst)
     b = load_bundle(args.dst)
     G = b.G_ema
-    print(f"converted {args.src} -> {args.dst}: {G.img_resolution}x{G.img_resolution}x{G.img_channels}, "
-          f"w_dim {G.w_dim}, {G.num_ws} ws, D {'included' if b.D is not None else 'absent'}")
+    print(f"converted {args.src} ({b.meta.get('source')}) -> {args.dst}: "
+          f"{G.img_resolution}x{G.img_resolution}x{G.img_channels}, w_dim {G.w_dim}, {G.num_ws} ws, "
+          f"D {'included' if b.D is not None else 'absent'}")
     return 0
 
 
@@ -241,7 +242,8 @@ def add_commands(sub) -> None:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_eval_gan)
 
-    s = sub.add_parser("convert", help="convert a rosinality/stylegan2-pytorch .pt into a resynth bundle")
+    s = sub.add_parser("convert", help="convert a rosinality/stylegan2-pytorch .pt or an NVIDIA "
+                       "stylegan2-ada .pkl (read as data, never run) into a resynth bundle")
     s.add_argument("src")
     s.add_argument("dst")
     s.set_defaults(func=cmd_convert)
