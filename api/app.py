@@ -56,6 +56,10 @@ class DetectResponse(BaseModel):
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
                                                          # evidence: 'generator', 'photos'
     stage: Literal["first", "refined"] | None = None  # with a cascade: decided on the encoder's guess, or refined
+    attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
+                                                  # and 'none'
+    attributed_to: str | None = None  # the most probable of them
+    latent_2d: list[float] | None = None  # the image's refined code on the detector's 2D latent map
 
 
 def default_loader(settings: Settings) -> Detector:

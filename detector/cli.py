@@ -23,7 +23,44 @@ from gan_inversion.defaults import (
 )
 
 
+def cmd_fit_attribution(args) -> int:
+    from detector.attribution import AttributionError
+
+    try:
+        return _fit_attribution(args)
+    except AttributionError as exc:
+        raise SystemExit(f"resynth fit --register: {exc}") from exc
+
+
+def _fit_attribution(args) -> int:
+    from detector.attribution import AttributionConfig, fit_attribution, load_member
+    from gan_inversion.data import load_fashion_mnist
+
+    device = pick_device(args.device)
+    members = []
+    for item in args.register:
+        name, sep, files = item.partition("=")
+        if not sep or not name or not files:
+            raise SystemExit(f"--register {item!r}: expected NAME=BUNDLE or NAME=BUNDLE,ENCODER")
+        bundle, _, enc = files.partition(",")
+        members.append(load_member(name, bundle, enc or None, device=device))
+    primary = args.primary or str(DEFAULT_DETECTOR)
+    out = Path(args.out) if args.out != str(DEFAULT_DETECTOR) else DEFAULT_DETECTOR.parent / "attribution_detector.json"
+    if out.resolve() == Path(primary).resolve():
+        raise SystemExit(f"--out {out} would overwrite the primary detector; choose another file")
+    reals = load_fashion_mnist(args.data, split="train", canvas=members[0].G.img_resolution)
+    spec = fit_attribution(out, primary_path=primary, primary_name=args.primary_name, members=members, reals=reals,
+                           cfg=AttributionConfig(n_per_class=args.n_per_class, batch=args.batch),
+                           device=device, cache_dir=args.cache)
+    a = spec["attribution"]
+    print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "classes": a["classes"],
+                      "threshold": a["threshold"], "calibration_split": a["calibration_split"]}, indent=2))
+    return 0
+
+
 def cmd_fit(args) -> int:
+    if args.register:
+        return cmd_fit_attribution(args)
     from detector.classifier import ClassifierConfig
     from detector.features import FeatureConfig
     from detector.fit import FitConfig, fit_detector
@@ -60,6 +97,28 @@ def cmd_fit(args) -> int:
     print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "chosen": c["selection"],
                       "threshold": ev["threshold"] if ev else c["threshold"],
                       "calibration_split": c["calibration_split"], "sizes": c["sizes"]}, indent=2))
+    return 0
+
+
+def cmd_latent_map(args) -> int:
+    from detector.fit import FitConfig, compute_latent_map, unused_reals, write_spec
+    from detector.scoring import Detector
+    from gan_inversion.data import load_fashion_mnist
+
+    det = Detector.load(args.detector, device=pick_device(args.device))
+    if det.attribution is not None:
+        raise SystemExit(f"{args.detector} is an attribution detector: add the map to its primary detector")
+    fit = det.spec.get("fit") or {}
+    reals = load_fashion_mnist(args.data, split="train", canvas=det.G.img_resolution)
+    fit_cfg = FitConfig(n_real=int(fit.get("n_real", FitConfig().n_real)), seed=int(fit.get("seed", 0)))
+    photos = unused_reals(reals, fit_cfg, args.n)
+    m = compute_latent_map(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
+                           feature_cfg=det.feature_cfg, photos=photos, n=args.n, batch=args.batch, device=det.device)
+    spec = json.loads(Path(args.detector).read_text())
+    spec["latent_map"] = m  # a picture for people: the scores, the model id and the metrics do not change
+    write_spec(args.detector, spec)
+    print(json.dumps({"detector": args.detector, "explained_variance_ratio": m["explained_variance_ratio"],
+                      "n": m["n"]}))
     return 0
 
 
@@ -108,7 +167,12 @@ def cmd_detect(args) -> int:
             warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
             why = f"  because: {'; '.join(r.reasons)}" if r.reasons else ""
             stage = f" [{r.stage} stage]" if r.stage else ""
-            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){stage}{why}{warn}")
+            attr = ""
+            if r.attribution is not None:
+                attr = f"  attributed to {r.attributed_to} (" + ", ".join(
+                    f"{k} {v:.3f}" for k, v in sorted(r.attribution.items(), key=lambda kv: -kv[1])) + ")"
+            print(f"{path}: p_fake={r.p_fake:.4f} verdict={r.verdict} (threshold {r.threshold:.4f}){stage}{attr}{why}"
+                  f"{warn}")
     return 1 if failures else 0
 
 
@@ -224,8 +288,24 @@ def add_commands(sub) -> None:
     s.add_argument("--target-fpr", type=float, default=0.01)
     s.add_argument("--batch", type=int, default=50)
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder")
+    s.add_argument("--register", action="append", default=[], metavar="NAME=BUNDLE[,ENCODER]",
+                   help="fit an attribution detector instead: register this generator beside the primary "
+                        "detector's (repeatable); --out defaults to models/attribution_detector.json")
+    s.add_argument("--primary", default=None, help="with --register: the primary detector (default: the embedded)")
+    s.add_argument("--primary-name", default="fmnist32", help="with --register: the primary generator's name")
+    s.add_argument("--n-per-class", type=int, default=400,
+                   help="with --register: photos and samples of each generator to fit the attribution on")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("latent-map", help="add the 2D latent map (PCA of refined codes of photos and samples) to "
+                       "an existing detector file; scores and model id do not change")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--n", type=int, default=300, help="photos (train split, unused by the fit) and samples")
+    s.add_argument("--batch", type=int, default=50)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_latent_map)
 
     s = sub.add_parser("eval-detector", help="held-out evaluation: test-split reals vs fresh fakes, laundered too")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR))

@@ -74,6 +74,7 @@ class FeatureBatch:
     pixel_map: torch.Tensor | None = None       # [N, 1, H, W] mean |input - reconstruction| over channels
     perceptual_map: torch.Tensor | None = None  # [N, 1, H, W]
     timings_ms: dict = field(default_factory=dict)  # per image, per stage
+    ws: torch.Tensor | None = None              # [N, num_ws, w_dim] the refined codes the features came from
 
 
 def _summary(f: torch.Tensor) -> torch.Tensor:
@@ -137,6 +138,7 @@ def extract_features(G: Generator, D: Discriminator, encoder: Encoder | None, pe
         pixel_map=diff.abs().mean(dim=1, keepdim=True) if explain else None,
         perceptual_map=pc.get("map"),
         timings_ms={"encode": (t1 - t0) * per, "refine": (t2 - t1) * per, "features": (t3 - t2) * per},
+        ws=res.ws.detach(),
     )
 
 

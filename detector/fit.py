@@ -27,6 +27,7 @@ from . import laundering
 from .classifier import ClassifierConfig, JsonClassifier, fit_classifier, split_indices
 from .evidence import RealModelConfig, RealPhotoModel, appearance_features, fit_evidence, fit_real_model
 from .features import FeatureConfig, extract_features
+from .latent_map import fit_latent_map, ws_code
 from .metrics import point_metrics
 from .scoring import DETECTOR_FORMAT, DETECTOR_VERSION
 
@@ -41,6 +42,7 @@ class FitConfig:
     batch: int = 50
     seed: int = 0
     real_model: bool = True     # also fit the one-class model of real photos and combine (detector/evidence.py)
+    latent_map: int = 300       # photos and samples whose refined codes make the 2D latent map (0: no map)
 
 
 class FeatureCache:
@@ -145,6 +147,11 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
                                          seed=cfg.seed)
     lo, hi = np.percentile(X, 0.1, axis=0), np.percentile(X, 99.9, axis=0)
+    latent_map = None
+    if cfg.latent_map > 0 and len(reals) - cfg.n_real >= 3:
+        latent_map = compute_latent_map(G=G, D=D, encoder=encoder, perceptual=perceptual, feature_cfg=feature_cfg,
+                                        photos=unused_reals(reals, cfg, min(cfg.latent_map, len(reals) - cfg.n_real)),
+                                        n=cfg.latent_map, batch=cfg.batch, device=device, progress=progress)
     clf_fp = hashlib.sha256(json.dumps([spec_clf, evidence]).encode()).hexdigest()
     spec = {
         "format": DETECTOR_FORMAT, "format_version": DETECTOR_VERSION,
@@ -156,6 +163,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         "classifier": spec_clf,
         **({"evidence": evidence} if evidence else {}),
         "domain": {"feature_lo": lo.tolist(), "feature_hi": hi.tolist(), "colour_limit": 8.0},
+        **({"latent_map": latent_map} if latent_map else {}),
         "fit": {**asdict(cfg), "real_data": reals.name, "real_fingerprint": reals.fingerprint(),
                 "fake_seed": FIT_FAKE_SEED + cfg.seed,
                 "laundered": {"real": sum(w != "clean" for w in real_what),
@@ -164,6 +172,26 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     }
     write_spec(out_path, spec)
     return spec
+
+
+LATENT_MAP_SEED = 4_000_000_007  # samples drawn for the latent map
+
+
+def compute_latent_map(*, G: Generator, D: Discriminator, encoder: Encoder | None, perceptual: PerceptualDistance,
+                       feature_cfg: FeatureConfig, photos: torch.Tensor, n: int = 300, batch: int = 50,
+                       device="cpu", progress: bool = True) -> dict:
+    """The 2D latent map (detector/latent_map.py) from the refined codes of `photos` (train-split photos the
+    fit did not use) and of n fresh samples, inverted exactly as the features are."""
+    samples = quantize(generate(G, n, seed=LATENT_MAP_SEED, device=device))
+    codes = []
+    for imgs in (photos[:n], samples):
+        part = []
+        for i in tqdm(range(0, len(imgs), batch), disable=not progress, desc="latent map"):
+            fb = extract_features(G, D, encoder, perceptual, imgs[i:i + batch].to(device), cfg=feature_cfg)
+            part.append(ws_code(fb.ws))
+        codes.append(np.concatenate(part))
+    return fit_latent_map(codes[0], codes[1], source=f"{len(codes[0])} unused train-split photos, {n} samples "
+                          f"(seed {LATENT_MAP_SEED}), refined as the features are")
 
 
 def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf: dict, *,

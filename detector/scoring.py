@@ -23,11 +23,25 @@ from gan_inversion.encoder import load_encoder, weights_fingerprint
 from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
 
 from . import laundering
+from .attribution import (
+    NONE,
+    AttributionError,
+    AttributionModel,
+    Member,
+    attribution_rows,
+    load_member,
+    member_features,
+    member_invert_config,
+    primary_member_features,
+)
 from .cascade import FirstStage
 from .classifier import JsonClassifier
 from .evidence import REASON_GENERATOR, Evidence, EvidenceModel, appearance_features
 from .features import FeatureConfig, extract_features
 from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_image
+from .latent_map import LatentMap, ws_code
+
+REASON_ATTRIBUTED = "reproduced best by the registered generator"
 
 DETECTOR_FORMAT = "resynth-detector"
 DETECTOR_VERSION = 1
@@ -72,6 +86,7 @@ class _Scored:
     batches: list                    # FeatureBatch of stage 1 (or the only stage), then of the refined ones
     rows: list[tuple[int, int]]      # per image: (batch, row in it)
     timings: list[dict]              # per image, ms per step
+    attribution: np.ndarray | None = None  # [N, K] class probabilities (attribution detectors)
 
 
 class DetectorError(RuntimeError):
@@ -94,6 +109,10 @@ class ScoreResult:
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
                                                          # evidence ('generator', 'photos'; detector/evidence.py)
     stage: str | None = None  # with a cascade: 'first' (decided on the encoder's guess) or 'refined'
+    attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
+                                                  # and 'none' (detector/attribution.py)
+    attributed_to: str | None = None  # the most probable of them
+    latent_2d: list[float] | None = None  # the image's code on the detector's 2D latent map (detector/latent_map.py)
 
     def to_dict(self, *, include_features: bool = True) -> dict:
         d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
@@ -105,6 +124,11 @@ class ScoreResult:
             d["degradation"] = dict(self.degradation)
         if self.stage is not None:
             d["stage"] = self.stage
+        if self.latent_2d is not None:
+            d["latent_2d"] = list(self.latent_2d)
+        if self.attribution is not None:
+            d["attribution"] = dict(self.attribution)
+            d["attributed_to"] = self.attributed_to
         if include_features:
             d["features"] = self.features
         return d
@@ -148,6 +172,7 @@ class Detector:
         self.evidence = EvidenceModel(spec["evidence"]) if spec.get("evidence") else None
         # the two-stage cascade (detector/cascade.py), when the file has one and it is switched on
         self.first_stage = FirstStage(spec["cascade"]) if spec.get("cascade") and cascade else None
+        self.latent_map = LatentMap(spec["latent_map"]) if spec.get("latent_map") else None
         # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
         self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
         self.feature_cfg = FeatureConfig.from_dict(spec["features"])
@@ -158,6 +183,9 @@ class Detector:
         if self.first_stage is not None:  # scores differ from the full detector's: say so in the id
             self.model_id += spec["cascade"]["id_suffix"]
         self.max_pixels = max_pixels
+        self.attribution: AttributionModel | None = None  # set by attach_attribution
+        self.members: list[Member] = []
+        self.primary_name: str | None = None
         dom = spec.get("domain") or {}
         self._lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
         self._hi = np.asarray(dom.get("feature_hi", []), dtype=np.float64)
@@ -188,6 +216,9 @@ class Detector:
         if spec.get("format") != DETECTOR_FORMAT or spec.get("format_version") != DETECTOR_VERSION:
             raise DetectorError(f"{path}: not a resynth detector file (version {DETECTOR_VERSION})")
         base = path.parent
+        if spec.get("attribution_of"):
+            return cls._load_attribution(path, spec, device=device, perceptual=perceptual, max_pixels=max_pixels,
+                                         refine_steps=refine_steps, policy=policy, cascade=cascade)
         try:
             bundle = load_bundle(base / spec["bundle"]["file"], device=device, require_D=True)
         except BundleError as exc:
@@ -216,6 +247,33 @@ class Detector:
         return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
                    max_pixels=max_pixels, refine_steps=refine_steps, policy=policy, cascade=cascade)
 
+    @classmethod
+    def _load_attribution(cls, path: Path, spec: dict, *, cascade: bool, device, **kwargs) -> Detector:
+        if cascade:
+            raise DetectorError(f"{path}: an attribution detector is scored without the cascade")
+        det = cls.load(path.parent / spec["attribution_of"]["file"], device=device, cascade=False, **kwargs)
+        if det.spec["model_id"] != spec["attribution_of"]["model_id"]:
+            raise DetectorError(f"{path}: fitted over detector {spec['attribution_of']['model_id']}, but "
+                                f"{spec['attribution_of']['file']} is {det.spec['model_id']}; refit the attribution")
+        try:
+            members = [load_member(m["name"], path.parent / m["bundle"]["file"],
+                                   None if not m.get("encoder") else path.parent / m["encoder"]["file"],
+                                   device=device, expect=m) for m in spec["members"]]
+            det.attach_attribution(spec, members)
+        except AttributionError as exc:
+            raise DetectorError(f"{path}: {exc}") from exc
+        return det
+
+    def attach_attribution(self, spec: dict, members: list[Member]) -> None:
+        """Score as the attribution detector `spec` over this (primary) detector and `members`."""
+        model = AttributionModel(spec["attribution"])
+        if model.classes != [NONE, spec["attribution_of"]["name"]] + [m.name for m in members]:
+            raise AttributionError(f"classes {model.classes} do not match the registered generators")
+        self.attribution, self.members = model, members
+        self.primary_name = spec["attribution_of"]["name"]
+        self.attribution_spec = spec
+        self.model_id, self.threshold = spec["model_id"], model.threshold
+
     @property
     def info(self) -> dict:
         G = self.G
@@ -229,7 +287,9 @@ class Detector:
                 "cascade": None if self.first_stage is None else
                 {"band": self.first_stage.spec["band"], "held_out": self.first_stage.spec.get("held_out")},
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
-                "calibration": self.spec.get("calibration")}
+                "calibration": self.spec.get("calibration"),
+                "attribution": None if self.attribution is None else
+                {"generators": self.attribution.classes[1:], "primary": self.primary_name}}
 
     # ------------------------------------------------------------------ scoring
     def prepare(self, data, *, source: str | None = None, max_pixels: int | None = None) -> PreparedImage:
@@ -277,9 +337,22 @@ class Detector:
         return np.where(decided, p1, p2), decided
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:
+        if self.attribution is not None:  # the primary's evidence, at the primary's own threshold
+            return [] if self.evidence is None else ev.reasons(i, self.evidence.q_at_threshold())
         if self.evidence is None:
             return [REASON_GENERATOR] if ev.p_fake[i] > self.threshold else []
         return ev.reasons(i, self.evidence.q_at_threshold(self.threshold))
+
+    def attribute(self, X: np.ndarray, names: list[str], ev: Evidence, images: torch.Tensor
+                  ) -> tuple[np.ndarray, list[torch.Tensor], float]:
+        """Class probabilities [N, K] of images whose primary features are X (attribution detectors), the
+        members' reconstructions, and the ms per image the members' inversions took."""
+        cfg = member_invert_config(self.feature_cfg)
+        inv = [member_features(m, images, perceptual=self.perceptual, cfg=cfg) for m in self.members]
+        photo = ev.photo_score if ev.photo_score is not None else np.zeros(len(X))
+        R = attribution_rows(primary_member_features(X, names), self.classifier.decision(X), photo,
+                             [m.features for m in inv])
+        return self.attribution.probabilities(R), [m.reconstructions for m in inv], sum(m.ms_per_image for m in inv)
 
     def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str], *,
                   first_stage: bool = False) -> list[str]:
@@ -315,8 +388,13 @@ class Detector:
             t0 = time.perf_counter()
             ev = self.probabilities(fb.values.numpy(), images, appearance=A)
             ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
+            timings, P = {**fb.timings_ms, "classify": ms}, None
+            if self.attribution is not None:
+                P, _, member_ms = self.attribute(fb.values.numpy(), fb.names, ev, images)
+                ev.p_fake = self.attribution.p_fake(P)
+                timings["attribution"] = member_ms
             return _Scored(ev=ev, stage1=np.zeros(N, dtype=bool), batches=[fb], rows=[(0, i) for i in range(N)],
-                           timings=[{**fb.timings_ms, "classify": ms}] * N)
+                           timings=[timings] * N, attribution=P)
         fb1 = extract_features(self.G, self.D, self.encoder, self.perceptual, images, cfg=fs.feature_cfg,
                                explain=explain)
         self._check_names(fb1.names, fs.classifier)
@@ -385,10 +463,19 @@ class Detector:
                 timings_ms=timings, warnings=warnings,
                 degradation=fb.degradations[k] if fb.degradations else None,
                 stage=None if self.first_stage is None else ("first" if first else "refined"))
+            if sc.attribution is not None:
+                r.attribution = self.attribution.as_dicts(sc.attribution[i : i + 1])[0]
+                r.attributed_to = self.attribution.classes[int(sc.attribution[i].argmax())]
+                if r.verdict == "fake" and r.attributed_to != NONE:
+                    r.reasons.insert(0, f"{REASON_ATTRIBUTED} '{r.attributed_to}'")
+            if self.latent_map is not None and fb.ws is not None:
+                r.latent_2d = [round(float(v), 4) for v in self.latent_map.project(ws_code(fb.ws[k:k + 1]))[0]]
             if explain:
                 r.evidence = {"input": image_png(images[i]), "reconstruction": image_png(fb.reconstructions[k]),
                               "pixel_heatmap": heatmap_png(fb.pixel_map[k], vmax=1.0),
                               "perceptual_heatmap": heatmap_png(fb.perceptual_map[k], vmax=self._perc_vmax)}
+                if r.latent_2d is not None:
+                    r.evidence["latent_2d"] = self.latent_map.png(np.asarray(r.latent_2d))
             results.append(r)
         return results
 

@@ -75,14 +75,14 @@ def tiny_detector(tmp_path_factory):
     save_bundle(d / "g.pt", G_ema=G, D=D, data={"name": "toy", "framing": TINY_FRAMING})
     perc = build_perceptual("mobilenet_v2-random", input_size=32)
     g = torch.Generator().manual_seed(0)
-    reals = ImageDataset(images=torch.randint(0, 256, (96, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
+    reals = ImageDataset(images=torch.randint(0, 256, (120, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
     train_encoder(d / "e.pt", G, reals, perceptual=perc, progress=False,
                   cfg=EncoderTrainConfig(steps=5, batch_fake=4, batch_real=4, checkpoint_every=5))
     E, _ = load_encoder(d / "e.pt", G=G)
     fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
                  encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5), cache_dir=d / "cache",
+                 cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24), cache_dir=d / "cache",
                  progress=False)
     return d, Detector.load(d / "det.json")
 

@@ -25,3 +25,7 @@ class AuditConfig:
     def mode(self) -> str:
         """What a stored result depends on besides the file and the model."""
         return ("faces" if self.crop_faces else "full") + f"|fps={self.frames_per_second:g}|max={self.max_frames}"
+
+
+# Summary key of a flagged item's 2D latent plot (base64 PNG); reports show it as an image, not as text.
+LATENT_PNG = "latent_2d_png"

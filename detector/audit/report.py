@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from gan_inversion.fileio import atomic_write_bytes
 
-from .config import AuditConfig
+from .config import LATENT_PNG, AuditConfig
 from .db import AuditRow, FileRow, ResultRow, audit_progress
 
 
@@ -35,8 +35,10 @@ def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
                  "reason": f.reason, "deduplicated": bool(f.deduplicated), "p_fake": None, "verdict": None}
             if r is not None:
                 summary = json.loads(r.summary)
+                latent = summary.pop(LATENT_PNG, None)
                 d.update(p_fake=r.p_fake, verdict=r.verdict, summary=summary, _thumb=r.thumbnail, _heat=r.heatmap,
-                         reasons="; ".join(summary.get("reasons", [])))
+                         _latent=base64.b64decode(latent) if latent else None,
+                         reasons="; ".join(summary.get("reasons", [])), attributed_to=summary.get("attributed_to"))
                 if r.kind == "video":
                     d.update(frames=summary["frames"], max_p=summary["max"], mean_p=summary["mean"],
                              share_over_threshold=summary["share_over_threshold"],
@@ -46,7 +48,7 @@ def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
 
 
 CSV_FIELDS = ["path", "kind", "size", "content_hash", "state", "reason", "deduplicated", "p_fake", "verdict",
-              "reasons", "frames", "max_p", "mean_p", "share_over_threshold", "worst_frame_s"]
+              "reasons", "attributed_to", "frames", "max_p", "mean_p", "share_over_threshold", "worst_frame_s"]
 
 
 REPORT_FORMATS = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
@@ -97,12 +99,14 @@ def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
     flagged = sorted((r for r in scored if r["verdict"] == "fake"), key=lambda r: -r["p_fake"])
     uncertain = sum(r["verdict"] == "uncertain" for r in scored)
 
-    def img(b: bytes | None) -> str:
-        return f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="96" height="96">' if b else ""
+    def img(b: bytes | None, side: int = 96) -> str:
+        return (f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="{side}" height="{side}">'
+                if b else "")
 
     flagged_rows = "".join(
         f"<tr><td>{esc(r['path'])}</td><td>{r['kind']}</td><td>{r['p_fake']:.4f}</td>"
         f"<td>{img(r.get('_thumb'))}</td><td>{img(r.get('_heat'))}</td>"
+        f"<td>{img(r.get('_latent'), 128)}</td><td>{esc(r.get('attributed_to') or '')}</td>"
         f"<td>{esc(json.dumps({k: v for k, v in r.get('summary', {}).items() if k != 'warnings'}))}</td></tr>"
         for r in flagged)
     skipped_rows = "".join(f"<tr><td>{esc(r['path'])}</td><td>{esc(r['reason'] or '')}</td></tr>" for r in skipped)
@@ -119,7 +123,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{image-renderi
 <td>{sum(r['deduplicated'] for r in rows)}</td></tr></table>
 <h2>Scores</h2>{_histogram_svg([r['p_fake'] for r in scored])}
 <h2>Flagged items ({len(flagged)}), most suspicious first</h2>
-<table><tr><th>file</th><th>kind</th><th>p_fake</th><th>input</th><th>perceptual residual</th><th>details</th></tr>
+<table><tr><th>file</th><th>kind</th><th>p_fake</th><th>input</th><th>perceptual residual</th>
+<th>latent code (2D)</th><th>attributed to</th><th>details</th></tr>
 {flagged_rows}</table>
 <h2>Skipped files ({len(skipped)})</h2><table><tr><th>file</th><th>reason</th></tr>{skipped_rows}</table>
 </body></html>"""

@@ -10,6 +10,7 @@ file exactly once.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from ..imageio import ImageDecodeError
-from .config import AuditConfig
+from .config import LATENT_PNG, AuditConfig
 from .db import AuditRow, FileRow, ResultRow, ensure_audit, now
 from .media import face_crops, video_frames
 from .walk import OUTSIDE, Entry, OutsideRoot, file_hash, read_media, walk_media
@@ -187,9 +188,19 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
                              "share_over_threshold": over, "share_uncertain": unsure,
                              "worst_frame_s": round(stamps[worst], 3),
                              "warnings": sorted({w for r in results for w in r.warnings}),
-                             "reasons": sorted({x for r in results for x in r.reasons}) if verdict == "fake" else []},
+                             "reasons": sorted({x for r in results for x in r.reasons}) if verdict == "fake" else [],
+                             **_attribution(results[worst])},
                     thumbnail=results[worst].evidence["input"],
                     heatmap=results[worst].evidence["perceptual_heatmap"])]
+
+
+def _attribution(r) -> dict:
+    """The attribution (attribution detectors) and, for a flagged item, the 2D latent plot of a result, as
+    stored in an outcome's summary."""
+    out = {} if r.attribution is None else {"attribution": r.attribution, "attributed_to": r.attributed_to}
+    if r.verdict == "fake" and "latent_2d" in r.evidence:
+        out[LATENT_PNG] = base64.b64encode(r.evidence["latent_2d"]).decode()
+    return out
 
 
 def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
@@ -216,6 +227,7 @@ def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
         mine = [r for r, o in zip(results, owners, strict=True) if o == h]
         worst = max(mine, key=lambda r: r.p_fake)
         summary = {"warnings": worst.warnings, "reasons": worst.reasons}
+        summary.update(_attribution(worst))
         if cfg.crop_faces:
             summary["faces"] = [r.p_fake for r in mine]
         out.append(Outcome(h, kind="image", p_fake=worst.p_fake, verdict=worst.verdict, summary=summary,
