@@ -60,6 +60,7 @@ class DetectResponse(BaseModel):
                                                   # and 'none'
     attributed_to: str | None = None  # the most probable of them
     latent_2d: list[float] | None = None  # the image's refined code on the detector's 2D latent map
+    face: dict | None = None  # face models: the face found and aligned (box, angle, eyes_found, faces_found)
 
 
 def default_loader(settings: Settings) -> Detector:

@@ -7,9 +7,10 @@ Policy (`prepare_image`):
 3. Convert the mode: transparency is composited on black; 16-bit and 32-bit integer images are scaled
    to 8 bits; palette, CMYK, LA, etc. go through RGB; then to the model's channels (L or RGB).
 4. Geometry: an image of the bundle's native size with a 'pad' framing (Fashion-MNIST: 28x28) is
-   centred on the canvas exactly as the training data was (never stretched); anything else has its
-   shorter side resized to the model's resolution (area interpolation when shrinking, bicubic when
-   enlarging) and is centre-cropped.
+   centred on the canvas exactly as the training data was (never stretched); a face model ('face' framing,
+   gan_inversion/faces.py) gets its largest face found, eyes levelled and cropped as its training images were
+   (no face: the whole image, with an out-of-domain warning); anything else has its shorter side resized to
+   the model's resolution (area interpolation when shrinking, bicubic when enlarging) and is centre-cropped.
 Errors name the file and the reason (`ImageDecodeError`).
 """
 
@@ -25,6 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gan_inversion.data import fit_square, flatten_to_rgb_or_l, frame_native
+from gan_inversion.faces import Face, crop_face, find_faces
 
 DEFAULT_MAX_PIXELS = 40_000_000
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
@@ -45,9 +47,10 @@ class PreparedImage:
     format: str | None
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
     original_mode: str
-    framing: str                    # 'native-pad' or 'fit'
+    framing: str                    # 'native-pad', 'fit' or 'face'
     colourfulness: float            # mean |R-G|, |G-B| spread of the decoded image, in [0, 255]
     notes: list[str] = field(default_factory=list)
+    face: dict | None = None        # 'face' framing: the face's box, eye-levelling angle, faces found
 
 
 def colourfulness(img: Image.Image) -> float:
@@ -104,9 +107,16 @@ def prepare_image(data: bytes | str | Path, *, channels: int, resolution: int, f
     size = img.size
     img = flatten_to_rgb_or_l(img)
     colour = colourfulness(img)
-    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     framing = framing or {}
+    if framing.get("kind") == "face":
+        faces = find_faces(np.asarray(img.convert("RGB")))
+        if faces:
+            return _face_input(img, faces[0], len(faces), channels=channels, resolution=resolution,
+                               framing=framing, source=source, fmt=fmt, mode=mode, colour=colour)
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     notes = []
+    if framing.get("kind") == "face":
+        notes.append("out of domain: no face found for this face model; the whole image was scored")
     native = framing.get("native_resolution")
     if framing.get("kind") == "pad" and size == (native, native):
         t = torch.from_numpy(arr.copy()).reshape(native, native, channels).permute(2, 0, 1)
@@ -121,3 +131,38 @@ def prepare_image(data: bytes | str | Path, *, channels: int, resolution: int, f
     tensor = t.float().div(127.5).sub(1.0)
     return PreparedImage(tensor=tensor, source=source, format=fmt, original_size=size, original_mode=mode,
                          framing=how, colourfulness=colour, notes=notes)
+
+
+def _face_input(img: Image.Image, face: Face, found: int, *, channels: int, resolution: int, framing: dict,
+                source: str, fmt: str, mode: str, colour: float) -> PreparedImage:
+    margin = float(framing.get("margin", 0.25))
+    crop = crop_face(np.asarray(img.convert("RGB")), face, size=resolution, margin=margin)
+    if channels == 1:
+        crop = np.asarray(Image.fromarray(crop).convert("L"))
+    t = torch.from_numpy(np.ascontiguousarray(crop)).reshape(resolution, resolution, channels).permute(2, 0, 1)
+    info = {**face.to_dict(), "faces_found": found, "margin": margin}
+    notes = [] if face.eyes_found else ["eyes not found in the face: the crop was not rotated"]
+    return PreparedImage(tensor=t.float().div(127.5).sub(1.0), source=source, format=fmt, original_size=img.size,
+                         original_mode=mode, framing="face", colourfulness=colour, notes=notes, face=info)
+
+
+def prepare_faces(data: bytes, *, channels: int, resolution: int, framing: dict | None = None,
+                  source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[PreparedImage]:
+    """Every frontal face of an image as a model input (audits' --crop faces): aligned as a face model's
+    framing says, else a square crop with a 20% margin fitted to the resolution. [] when there is none."""
+    source = source or "<bytes>"
+    img, fmt, mode = decode(data, source, max_pixels=max_pixels)
+    img = flatten_to_rgb_or_l(img)
+    colour = colourfulness(img)
+    faces = find_faces(np.asarray(img.convert("RGB")))
+    is_face_model = (framing or {}).get("kind") == "face"
+    fr = framing if is_face_model else {"margin": 0.2}
+    out = []
+    for k, f in enumerate(faces):
+        f = f if is_face_model else Face(box=f.box, angle=0.0, eyes_found=False)
+        p = _face_input(img, f, len(faces), channels=channels, resolution=resolution, framing=fr,
+                        source=f"{source}#face{k}", fmt=fmt, mode=mode, colour=colour)
+        if not is_face_model:
+            p.notes, p.framing = [], "fit"
+        out.append(p)
+    return out

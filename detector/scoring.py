@@ -38,7 +38,7 @@ from .cascade import FirstStage
 from .classifier import JsonClassifier
 from .evidence import REASON_GENERATOR, Evidence, EvidenceModel, appearance_features
 from .features import FeatureConfig, extract_features
-from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_image
+from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_faces, prepare_image
 from .latent_map import LatentMap, ws_code
 
 REASON_ATTRIBUTED = "reproduced best by the registered generator"
@@ -113,6 +113,7 @@ class ScoreResult:
                                                   # and 'none' (detector/attribution.py)
     attributed_to: str | None = None  # the most probable of them
     latent_2d: list[float] | None = None  # the image's code on the detector's 2D latent map (detector/latent_map.py)
+    face: dict | None = None  # face models: the face found and how it was aligned (box, angle, faces_found)
 
     def to_dict(self, *, include_features: bool = True) -> dict:
         d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
@@ -126,6 +127,8 @@ class ScoreResult:
             d["stage"] = self.stage
         if self.latent_2d is not None:
             d["latent_2d"] = list(self.latent_2d)
+        if self.face is not None:
+            d["face"] = dict(self.face)
         if self.attribution is not None:
             d["attribution"] = dict(self.attribution)
             d["attributed_to"] = self.attributed_to
@@ -287,7 +290,7 @@ class Detector:
                 "cascade": None if self.first_stage is None else
                 {"band": self.first_stage.spec["band"], "held_out": self.first_stage.spec.get("held_out")},
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
-                "calibration": self.spec.get("calibration"),
+                "calibration": self.spec.get("calibration"), "framing": self.bundle.framing,
                 "attribution": None if self.attribution is None else
                 {"generators": self.attribution.classes[1:], "primary": self.primary_name}}
 
@@ -295,6 +298,16 @@ class Detector:
     def prepare(self, data, *, source: str | None = None, max_pixels: int | None = None) -> PreparedImage:
         return prepare_image(data, channels=self.G.img_channels, resolution=self.G.img_resolution,
                              framing=self.bundle.framing, source=source, max_pixels=max_pixels or self.max_pixels)
+
+    def prepare_faces(self, data, *, source: str | None = None, max_pixels: int | None = None
+                      ) -> list[PreparedImage]:
+        """Every face of an image as a model input (audits' --crop faces), framed as the bundle says."""
+        return prepare_faces(data, channels=self.G.img_channels, resolution=self.G.img_resolution,
+                             framing=self.bundle.framing, source=source, max_pixels=max_pixels or self.max_pixels)
+
+    @property
+    def is_face_model(self) -> bool:
+        return self.bundle.framing.get("kind") == "face"
 
     def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray, *, X1: np.ndarray | None = None,
                  decided: np.ndarray | None = None) -> list[str]:
@@ -468,6 +481,8 @@ class Detector:
                 r.attributed_to = self.attribution.classes[int(sc.attribution[i].argmax())]
                 if r.verdict == "fake" and r.attributed_to != NONE:
                     r.reasons.insert(0, f"{REASON_ATTRIBUTED} '{r.attributed_to}'")
+            if prep is not None and prep.face is not None:
+                r.face = dict(prep.face)
             if self.latent_map is not None and fb.ws is not None:
                 r.latent_2d = [round(float(v), 4) for v in self.latent_map.project(ws_code(fb.ws[k:k + 1]))[0]]
             if explain:

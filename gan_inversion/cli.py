@@ -50,7 +50,8 @@ def cmd_train(args) -> int:
     if args.images:
         G_kwargs.update(img_resolution=args.resolution, img_channels=args.channels)
         D_kwargs.update(img_resolution=args.resolution, img_channels=args.channels)
-        dataset = load_image_folder(args.images, resolution=args.resolution, channels=args.channels)
+        dataset = load_image_folder(args.images, resolution=args.resolution, channels=args.channels,
+                                    face_margin=args.face_margin if args.faces else None)
     else:
         dataset = load_fashion_mnist(args.data, split="train", canvas=G_kwargs["img_resolution"])
     cfg = TrainConfig(batch_size=args.batch, total_kimg=args.kimg, r1_gamma=args.gamma, pl_weight=args.pl_weight,
@@ -159,12 +160,17 @@ def cmd_convert(args) -> int:
     from gan_inversion.checkpoints import atomic_save, load_bundle
     from gan_inversion.legacy import convert_any
 
-    atomic_save(convert_any(args.src), args.dst)
+    bundle = convert_any(args.src)
+    if args.face:
+        from gan_inversion.faces import face_framing
+
+        bundle["data"]["framing"] = face_framing(args.face_margin)
+    atomic_save(bundle, args.dst)
     b = load_bundle(args.dst)
     G = b.G_ema
     print(f"converted {args.src} ({b.meta.get('source')}) -> {args.dst}: "
           f"{G.img_resolution}x{G.img_resolution}x{G.img_channels}, w_dim {G.w_dim}, {G.num_ws} ws, "
-          f"D {'included' if b.D is not None else 'absent'}")
+          f"D {'included' if b.D is not None else 'absent'}, framing {b.framing.get('kind')}")
     return 0
 
 
@@ -195,6 +201,9 @@ def add_commands(sub) -> None:
     s.add_argument("--images", help="train on this image folder instead of Fashion-MNIST")
     s.add_argument("--resolution", type=int, default=32)
     s.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    s.add_argument("--faces", action="store_true", help="with --images: train a face model on the largest face of "
+                   "each image, eyes levelled and cropped (detect and the API then frame inputs the same way)")
+    s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
     s.add_argument("--kimg", type=float, default=500.0, help="total training length in thousands of images")
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--gamma", type=float, default=0.05, help="R1 weight")
@@ -246,6 +255,9 @@ def add_commands(sub) -> None:
                        "stylegan2-ada .pkl (read as data, never run) into a resynth bundle")
     s.add_argument("src")
     s.add_argument("dst")
+    s.add_argument("--face", action="store_true", help="a face model (e.g. FFHQ): detect and the API find, level "
+                   "and crop the largest face of each input before scoring")
+    s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("export", help="strip a training checkpoint down to a bundle (optionally fp16)")

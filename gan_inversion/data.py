@@ -178,8 +178,23 @@ def pil_to_array(img: Image.Image, channels: int, resolution: int) -> np.ndarray
     return arr.reshape(resolution, resolution, channels)
 
 
-def load_image_folder(folder: str | Path, *, resolution: int, channels: int) -> ImageDataset:
-    """Every image under `folder` (recursively), converted to `channels` and fitted to `resolution`."""
+def face_to_array(img: Image.Image, channels: int, resolution: int, margin: float) -> np.ndarray | None:
+    """The largest face of an image, eyes levelled and cropped (gan_inversion/faces.py), or None without one."""
+    from .faces import crop_face, find_faces
+
+    rgb = np.asarray(flatten_to_rgb_or_l(ImageOps.exif_transpose(img)).convert("RGB"), dtype=np.uint8)
+    faces = find_faces(rgb)
+    if not faces:
+        return None
+    crop = crop_face(rgb, faces[0], size=resolution, margin=margin)
+    arr = np.asarray(Image.fromarray(crop).convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return arr.reshape(resolution, resolution, channels)
+
+
+def load_image_folder(folder: str | Path, *, resolution: int, channels: int,
+                      face_margin: float | None = None) -> ImageDataset:
+    """Every image under `folder` (recursively), converted to `channels` and fitted to `resolution`; with
+    `face_margin`, the largest face of each instead (a face model's framing; images without one are skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist")
@@ -191,14 +206,24 @@ def load_image_folder(folder: str | Path, *, resolution: int, channels: int) -> 
         try:
             with Image.open(p) as im:
                 im.seek(0)
-                arrays.append(pil_to_array(im, channels, resolution))
+                if face_margin is None:
+                    arrays.append(pil_to_array(im, channels, resolution))
+                elif (a := face_to_array(im, channels, resolution, face_margin)) is not None:
+                    arrays.append(a)
+                else:
+                    skipped.append(f"{p}: no face found")
         except (OSError, ValueError) as exc:
             skipped.append(f"{p}: {exc}")
     if not arrays:
         raise DataError(f"none of the {len(paths)} files under {folder} could be decoded: {skipped[:3]}")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    ds = ImageDataset(images=images, name=f"folder:{folder.name}",
-                      framing=dict(FIT_FRAMING))
+    if face_margin is None:
+        framing = dict(FIT_FRAMING)
+    else:
+        from .faces import face_framing
+
+        framing = face_framing(face_margin)
+    ds = ImageDataset(images=images, name=f"folder:{folder.name}", framing=framing)
     ds.skipped = skipped  # type: ignore[attr-defined]
     return ds
 

@@ -1,48 +1,16 @@
-"""Media decoding for audits: the frames of a video, sampled at a rate, and the faces of an image.
-
-The face detector (OpenCV's bundled Haar cascade) is loaded once per thread, not per image (a cascade
-object is not safe to share between threads).
-"""
+"""Media decoding for audits: the frames of a video, sampled at a rate. (The faces of an image: imageio.prepare_faces,
+the same path `resynth detect` and the API take for a face model.)"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from ..imageio import decode
 from .walk import PROC_FD, Confinement, open_media
-
-_local = threading.local()
-
-
-def face_cascade() -> cv2.CascadeClassifier:
-    cascade = getattr(_local, "cascade", None)
-    if cascade is None:
-        cascade = _local.cascade = cv2.CascadeClassifier(cv2.data.haarcascades
-                                                         + "haarcascade_frontalface_default.xml")
-    return cascade
-
-
-def face_crops(data: bytes, source: str) -> list[bytes]:
-    """PNG crops (with a 20% margin) of the frontal faces found in an encoded image."""
-    img, _, _ = decode(data, source)
-    rgb = np.asarray(img.convert("RGB"))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    faces = face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    crops = []
-    for x, y, w, h in faces:
-        m = int(0.2 * max(w, h))
-        crop = rgb[max(0, y - m):y + h + m, max(0, x - m):x + w + m]
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        if ok:
-            crops.append(buf.tobytes())
-    return crops
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..imageio import ImageDecodeError
 from .config import LATENT_PNG, AuditConfig
 from .db import AuditRow, FileRow, ResultRow, ensure_audit, now
-from .media import face_crops, video_frames
+from .media import video_frames
 from .walk import OUTSIDE, Entry, OutsideRoot, file_hash, read_media, walk_media
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,8 @@ def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
     for h, path in task.items:
         try:
             data = read_media(path, cfg.guard)
-            inputs = face_crops(data, str(path)) if cfg.crop_faces else [data]
-            mine = [det.prepare(x, source=str(path)) for x in inputs]
+            src = str(path)
+            mine = det.prepare_faces(data, source=src) if cfg.crop_faces else [det.prepare(data, source=src)]
         except (OSError, ImageDecodeError) as exc:
             out.append(Outcome(h, reason=_read_reason(exc)))
             continue
