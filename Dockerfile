@@ -18,6 +18,8 @@ COPY gan_inversion ./gan_inversion
 COPY detector ./detector
 COPY api ./api
 COPY models ./models
+# the second generator models/attribution_detector.json registers (RESYNTH_DETECTOR=models/attribution_detector.json)
+COPY benchmarks/generators/stylegan2_narrow.pt ./benchmarks/generators/
 # EXTRAS=ray (the compose file's `ray` profile) adds Ray and the PostgreSQL driver for distributed audits.
 ARG EXTRAS=
 RUN make setup EXTRAS=$EXTRAS

@@ -158,6 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few images, two conditions (smoke run; no RESULTS.md)")
     ap.add_argument("--cascade", action="store_true",
                     help="score through the detector's opt-in cascade (resynth_full: every image refined)")
+    ap.add_argument("--attribution", action="store_true",
+                    help="then the attribution benchmark: confusion matrix and cost for 1, 2, 3 registered "
+                         "generators (python -m benchmarks.attribution, about 45 min more)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.n_fit, args.n_frontier, args.boot = 40, 200, 20, 20
@@ -247,6 +250,10 @@ def main(argv=None) -> int:
     if not args.quick:
         write_section("roc", render(meta, results, front, floor, conditions, names))
     print(f"done in {meta['wall_s']:.0f} s")
+    if args.attribution:  # the confusion matrix over registered generators (benchmarks/attribution.py)
+        from . import attribution
+
+        return attribution.main(["--quick"] if args.quick else [])
     return 0
 
 

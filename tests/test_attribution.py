@@ -111,3 +111,35 @@ def test_fit_and_detect_from_the_command_line(tiny_detector, tmp_path, capsys, m
                  "--device", "cpu"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(r["attribution"]) == {"none", "toy", "other"} and r["attributed_to"] in r["attribution"]
+
+
+def test_the_api_and_audit_reports_show_the_attribution(attribution, tmp_path):
+    import csv
+    import io
+
+    import cv2
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+    from detector.audit import AuditConfig, open_db, run_audit
+    from detector.audit.report import render_report
+    from detector.scoring import Detector
+
+    d, _, other = attribution
+    det = Detector.load(d / "attr.json")
+    x = torch.randint(0, 256, (16, 16), generator=torch.Generator().manual_seed(3), dtype=torch.uint8).numpy()
+    data = cv2.imencode(".png", x)[1].tobytes()
+    with TestClient(create_app(Settings(), loader=lambda s: det)) as client:
+        body = client.post("/v1/detect", content=data, headers={"content-type": "image/png"}).json()
+        assert set(body["attribution"]) == {"none", "toy", "other"} and body["attributed_to"] in body["attribution"]
+        assert client.get("/v1/model").json()["attribution"]["generators"] == ["toy", "other"]
+    root = tmp_path / "media"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.png").write_bytes(cv2.imencode(".png", np.roll(x, i))[1].tobytes())
+    engine = open_db(f"sqlite:///{tmp_path / 'a.db'}")
+    aid = run_audit(engine, root, detector=det, cfg=AuditConfig(), progress=False)
+    rows = list(csv.DictReader(io.StringIO(render_report(engine, aid, "csv").decode())))
+    assert len(rows) == 3 and all(r["attributed_to"] in ("none", "toy", "other") for r in rows)
+    assert b"attributed to" in render_report(engine, aid, "html")

@@ -245,7 +245,8 @@ def test_cli_detect(tiny_detector, tmp_path, capsys):
                "--explain", str(tmp_path / "ev"), "--device", "cpu"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rc == 1  # one file failed
-    assert 0 <= lines[0]["p_fake"] <= 1 and len(lines[0]["evidence"]) == 4
+    assert 0 <= lines[0]["p_fake"] <= 1 and len(lines[0]["evidence"]) == 5  # with the 2D latent plot
+    assert lines[0]["evidence"][-1].endswith("a_latent_2d.png")
     assert lines[1]["error"] == "unsupported" and "b.png" in lines[1]["message"]
     assert (tmp_path / "ev" / "a_reconstruction.png").exists()
     rc = main(["detect", str(good), "--detector", str(path / "det.json"), "--device", "cpu"])
