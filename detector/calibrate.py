@@ -61,13 +61,19 @@ def calibrate(detector_path: str | Path, p_real: np.ndarray, *, fpr: float, out_
         raise CalibrationError(f"{len(p_real)} usable reference photos in {source}: at least {need} are needed to "
                                f"set a threshold at {fpr:.2%} false positives (add photos or raise --fpr)")
     spec = json.loads(Path(detector_path).read_text())
-    decider = "evidence" if spec.get("evidence") else "classifier"  # where the deciding threshold lives
+    # where the deciding threshold lives: an attribution detector's model, the combined evidence, or the classifier
+    decider = "attribution" if spec.get("attribution") else "evidence" if spec.get("evidence") else "classifier"
     old = float(spec[decider]["threshold"])
     t = threshold_at_fpr(p_real, fpr)
     src_dir, out_dir = Path(detector_path).resolve().parent, Path(out_path).resolve().parent
-    for part in ("bundle", "encoder"):
+    rel = lambda f: os.path.relpath(src_dir / f, out_dir)  # noqa: E731
+    for part in ("bundle", "encoder", "attribution_of"):
         if spec.get(part):
-            spec[part]["file"] = os.path.relpath(src_dir / spec[part]["file"], out_dir)
+            spec[part]["file"] = rel(spec[part]["file"])
+    for member in spec.get("members") or []:
+        for part in ("bundle", "encoder"):
+            if member.get(part):
+                member[part]["file"] = rel(member[part]["file"])
     spec[decider]["threshold"] = float(t)
     spec[decider]["target_fpr"] = fpr
     digest = hashlib.sha256(np.sort(p_real).tobytes() + f"{fpr}".encode()).hexdigest()[:8]

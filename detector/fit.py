@@ -237,6 +237,9 @@ def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batc
                       conditions: dict = EVAL_CONDITIONS, cache_dir: str | Path | None = None,
                       progress: bool = True) -> dict:
     """Held-out evaluation: first n test-split reals vs n fresh G_ema samples, per laundering condition."""
+    if getattr(detector, "attribution", None) is not None:
+        raise ValueError("an attribution detector is evaluated by python -m benchmarks.attribution (its p_fake "
+                         "needs every registered generator's inversion); evaluate its primary detector here")
     G = detector.G
     real = to_float(test_reals.images[:n])
     fake = quantize(generate(G, n, seed=EVAL_FAKE_SEED, device=detector.device))

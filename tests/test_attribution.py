@@ -143,3 +143,18 @@ def test_the_api_and_audit_reports_show_the_attribution(attribution, tmp_path):
     rows = list(csv.DictReader(io.StringIO(render_report(engine, aid, "csv").decode())))
     assert len(rows) == 3 and all(r["attributed_to"] in ("none", "toy", "other") for r in rows)
     assert b"attributed to" in render_report(engine, aid, "html")
+
+
+def test_calibrating_an_attribution_detector_moves_its_own_threshold(attribution, tmp_path):
+    from detector.calibrate import calibrate
+    from detector.scoring import Detector
+
+    d, spec, _ = attribution
+    p = np.linspace(0.0, 1.0, 400)
+    out = tmp_path / "sub" / "cal.json"
+    new = calibrate(d / "attr.json", p, fpr=0.05, out_path=out, source="mine")
+    assert new["attribution"]["threshold"] == pytest.approx(np.quantile(p, 0.95), abs=0.01)
+    out.parent.mkdir()
+    out.write_text(json.dumps(new))
+    det = Detector.load(out)  # every file it names is found from its new place
+    assert det.threshold == new["attribution"]["threshold"] and det.model_id == new["model_id"]
