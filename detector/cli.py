@@ -117,7 +117,7 @@ def cmd_latent_map(args) -> int:
     spec = json.loads(Path(args.detector).read_text())
     spec["latent_map"] = m  # a picture for people: the scores, the model id and the metrics do not change
     write_spec(args.detector, spec)
-    print(json.dumps({"detector": args.detector, "explained_variance_ratio": m["explained_variance_ratio"],
+    print(json.dumps({"detector": args.detector, "held_out_auc": m["held_out_auc"],
                       "n": m["n"]}))
     return 0
 

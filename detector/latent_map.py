@@ -1,12 +1,16 @@
 """The latent seen in two dimensions: an image's refined W code on a fixed 2D map, among the codes of reference
 photos and of generator samples.
 
-The map is a PCA (two components) fitted on the refined W codes of photos and of the generator's samples when a
-detector is fitted (`resynth fit`, or `resynth latent-map` for an existing detector file); the projection and a
-few hundred points of each reference cloud are stored in the detector file as plain numbers. Scoring projects
-the image's own code (the inversion its features came from) and draws it over both clouds: a sample of the
-generator lands among the samples, a photo usually among the photos. It is a picture for people, not an input of
-the classifier.
+The map is fitted on the refined W codes of photos and of the generator's samples when a detector is fitted
+(`resynth fit`, or `resynth latent-map` for an existing detector file); the projection and a few hundred points
+of each reference cloud are stored in the detector file as plain numbers. Its horizontal axis is the direction
+that best separates the photos' codes from the samples' (a shrinkage linear discriminant), its vertical axis the
+main direction of variation beside it (the first principal component of the codes with the first axis removed).
+A plain two-component PCA shows what the garments are, not where they come from: on the embedded model its axes
+separate photos from samples with AUC 0.53 and 0.51, the discriminant axis with 0.75 on held-out codes (measured
+once with 200 + 200 codes; the file records its own held-out AUC). Scoring projects the image's own code (the
+inversion its features came from) and draws it over both clouds. It is a picture for people, not an input of the
+classifier: the clouds overlap, and an image's place among them is not a verdict.
 """
 
 from __future__ import annotations
@@ -25,23 +29,46 @@ def ws_code(ws: torch.Tensor) -> np.ndarray:
     return ws.detach().double().mean(dim=1).cpu().numpy()
 
 
+def _axes(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, [2, D] unit axes: discriminant, then the first principal component orthogonal to it, its share of
+    the variance) of codes X with labels y (0 photo, 1 sample)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    mean = X.mean(0)
+    u = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(X, y).coef_[0]
+    u /= np.linalg.norm(u) + 1e-12
+    R = (X - mean) - np.outer((X - mean) @ u, u)  # the codes with the discriminant direction removed
+    _, s, vt = np.linalg.svd(R, full_matrices=False)
+    v = vt[0] * np.sign(vt[0][np.abs(vt[0]).argmax()])  # a fixed sign
+    total = float(((X - mean) ** 2).sum())
+    return mean, np.stack([u, v]), float(s[0] ** 2 / max(total, 1e-12))
+
+
 def fit_latent_map(w_photos: np.ndarray, w_samples: np.ndarray, *, max_points: int = 300, seed: int = 0,
                    source: str = "") -> dict:
-    """A 2-component PCA of both sets of codes [N, w_dim] together, with up to `max_points` of each projected."""
+    """The 2D map of codes [N, w_dim]: photos' and samples' codes, the separating axis and the main one beside it,
+    with up to `max_points` of each cloud projected and the separating axis's AUC on held-out halves."""
+    from sklearn.metrics import roc_auc_score
+
     w_photos, w_samples = np.asarray(w_photos, np.float64), np.asarray(w_samples, np.float64)
     if len(w_photos) < 3 or len(w_samples) < 3:
         raise ValueError("the latent map needs at least 3 photos and 3 samples")
     X = np.concatenate([w_photos, w_samples])
-    mean = X.mean(0)
-    _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
-    var = s**2 / max(len(X) - 1, 1)
-    comps = vt[:2]
-    comps *= np.sign(comps[np.arange(2), np.abs(comps).argmax(1)])[:, None]  # a fixed sign per axis
+    y = np.r_[np.zeros(len(w_photos)), np.ones(len(w_samples))]
     rng = np.random.default_rng(seed)
+    half = rng.permutation(len(X)) % 2 == 0  # two folds: the held-out AUC of the separating axis
+    aucs = []
+    for a, b in ((half, ~half), (~half, half)):
+        if len(set(y[a])) == 2 and len(set(y[b])) == 2:
+            m, ax, _ = _axes(X[a], y[a])
+            aucs.append(roc_auc_score(y[b], (X[b] - m) @ ax[0]))
+    mean, comps, share = _axes(X, y)
     pick = lambda W: W[np.sort(rng.permutation(len(W))[:max_points])]  # noqa: E731
     proj = lambda W: ((W - mean) @ comps.T).round(4).tolist()  # noqa: E731
-    return {"format": LATENT_MAP_FORMAT, "mean": mean.tolist(), "components": comps.tolist(),
-            "explained_variance_ratio": (var[:2] / var.sum()).round(4).tolist(),
+    return {"format": LATENT_MAP_FORMAT, "axes": ["photos -> samples (discriminant)", "main variation beside it"],
+            "mean": mean.tolist(), "components": comps.tolist(),
+            "held_out_auc": round(float(np.mean(aucs)), 4) if aucs else None,
+            "vertical_variance_share": round(share, 4),
             "photos": proj(pick(w_photos)), "samples": proj(pick(w_samples)),
             "n": {"photos": len(w_photos), "samples": len(w_samples)}, "source": source}
 
@@ -89,9 +116,8 @@ class LatentMap:
         cv2.putText(img, "photos", (6, 12), font, 0.4, (200, 120, 40), 1, cv2.LINE_AA)
         cv2.putText(img, "samples", (62, 12), font, 0.4, (30, 140, 250), 1, cv2.LINE_AA)
         cv2.putText(img, "this image", (130, 12), font, 0.4, (20, 20, 220), 1, cv2.LINE_AA)
-        ev = self.spec.get("explained_variance_ratio", [0, 0])
-        cv2.putText(img, f"PCA of refined w ({100 * sum(ev):.0f}% of variance)", (6, SIZE - 5), font, 0.35,
-                    (90, 90, 90), 1, cv2.LINE_AA)
+        cv2.putText(img, "photos <-> samples (refined w)", (6, SIZE - 5), font, 0.35, (90, 90, 90), 1, cv2.LINE_AA)
+        cv2.arrowedLine(img, (MARGIN, SIZE - 14), (SIZE - MARGIN, SIZE - 14), (150, 150, 150), 1, tipLength=0.02)
         ok, buf = cv2.imencode(".png", img)
         if not ok:
             raise RuntimeError("PNG encoding failed")

@@ -19,6 +19,7 @@ def test_the_map_separates_two_clouds_and_draws_them():
     spec = json.loads(json.dumps(fit_latent_map(photos, samples, max_points=100)))  # plain JSON numbers
     assert len(spec["photos"]) == 100 and len(spec["samples"]) == 100 and spec["n"] == {"photos": 200,
                                                                                         "samples": 150}
+    assert spec["held_out_auc"] > 0.95  # the horizontal axis is the separating direction
     m = LatentMap(spec)
     a, b = m.project(photos)[:, 0], m.project(samples)[:, 0]
     assert min(abs(a.mean() - b.mean()) / a.std(), 99) > 3  # the first axis carries the shift
