@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from gan_inversion.checkpoints import Bundle, BundleError, load_bundle
-from gan_inversion.data import ImageDataset, to_uint8
+from gan_inversion.data import ImageDataset, to_float, to_uint8
 from gan_inversion.encoder import Encoder, InvertConfig, invert, load_encoder, weights_fingerprint
 from gan_inversion.metrics import generate
 from gan_inversion.perceptual import PerceptualDistance
@@ -64,6 +64,7 @@ class Member:
     name: str
     bundle: Bundle
     encoder: Encoder | None
+    encoder_path: str | None = None
 
     @property
     def G(self):
@@ -74,8 +75,6 @@ class Member:
                                               "generator_fingerprint": weights_fingerprint(self.G)},
                 "encoder": None if self.encoder is None else
                 {"file": rel(self.encoder_path), "fingerprint": weights_fingerprint(self.encoder)}}
-
-    encoder_path: str | None = None
 
 
 def load_member(name: str, bundle_file: str | Path, encoder_file: str | Path | None = None, *,
@@ -216,8 +215,6 @@ def attribution_images(primary_G, members: list[Member], reals: ImageDataset, *,
     idx = perm[real_offset: real_offset + n]
     if len(idx) < n:
         raise AttributionError(f"only {len(idx)} unused train-split photos for attribution (need {n})")
-    from gan_inversion.data import to_float
-
     parts = [to_float(reals.get_batch(idx))]
     for k, G in enumerate([primary_G] + [m.G for m in members]):
         parts.append(quantize(generate(G, n, seed=ATTRIBUTION_FAKE_SEED + 7919 * k + seed, device=device)))
