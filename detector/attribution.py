@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from gan_inversion.checkpoints import Bundle, BundleError, load_bundle
-from gan_inversion.data import ImageDataset, to_float, to_uint8
+from gan_inversion.data import ImageDataset, to_float
 from gan_inversion.encoder import Encoder, InvertConfig, invert, load_encoder, weights_fingerprint
 from gan_inversion.metrics import generate
 from gan_inversion.perceptual import PerceptualDistance
@@ -99,7 +98,6 @@ def load_member(name: str, bundle_file: str | Path, encoder_file: str | Path | N
 @dataclass
 class MemberInversion:
     features: np.ndarray        # [N, len(MEMBER_FEATURES)]
-    reconstructions: torch.Tensor  # [N, C, H, W]
     ms_per_image: float
 
 
@@ -120,7 +118,7 @@ def member_features(member: Member, images: torch.Tensor, *, perceptual: Percept
         cols = [mse, perc, first.to(images.device), res.final_loss.to(images.device)]
         F = torch.stack([c.double().cpu().clamp_min(1e-10).log() for c in cols] + [w_dist.double().cpu()], dim=1)
     ms = 1000 * (time.perf_counter() - t0) / max(len(images), 1)
-    return MemberInversion(features=F.numpy(), reconstructions=res.images.detach(), ms_per_image=ms)
+    return MemberInversion(features=F.numpy(), ms_per_image=ms)
 
 
 def primary_member_features(X: np.ndarray, names: list[str]) -> np.ndarray:
@@ -131,11 +129,12 @@ def primary_member_features(X: np.ndarray, names: list[str]) -> np.ndarray:
     return V
 
 
-def attribution_rows(primary: np.ndarray, decision: np.ndarray, photo: np.ndarray,
+def attribution_rows(X: np.ndarray, names: list[str], decision: np.ndarray, photo: np.ndarray | None,
                      members: list[np.ndarray]) -> np.ndarray:
-    """[N, 2 + 5 * (1 + len(members))]: the primary's evidence, then each generator's description."""
-    photo = np.nan_to_num(np.asarray(photo, dtype=np.float64), nan=0.0)
-    return np.column_stack([decision, photo, primary, *members])
+    """[N, 2 + 5 * (1 + len(members))]: the primary's evidence (its classifier decision, its photo score or 0
+    without a real-photo model), its description read off its feature rows X, then each member's."""
+    photo = np.zeros(len(X)) if photo is None else np.nan_to_num(np.asarray(photo, dtype=np.float64), nan=0.0)
+    return np.column_stack([decision, photo, primary_member_features(X, names), *members])
 
 
 def row_names(classes: list[str]) -> list[str]:
@@ -229,7 +228,7 @@ def rows_for(detector, members: list[Member], images: torch.Tensor, *, batch: in
     """Attribution rows of images through the primary detector and every member (the primary's features go
     through the feature cache when one is given)."""
     from .evidence import appearance_features
-    from .fit import FeatureCache, feature_context, features_for
+    from .fit import FeatureCache, cached_rows, feature_context, features_for
 
     cache = FeatureCache(cache_dir, feature_context(detector)) if cache_dir else None
     X, names = features_for(images.to(detector.device), G=detector.G, D=detector.D, encoder=detector.encoder,
@@ -237,28 +236,20 @@ def rows_for(detector, members: list[Member], images: torch.Tensor, *, batch: in
                             cache=cache, desc="primary", progress=progress)
     A = appearance_features(detector.perceptual, images.to(detector.device)) if detector.evidence else None
     ev = detector.probabilities(X, None, appearance=A) if detector.evidence else None
-    decision = detector.classifier.decision(X)
-    photo = ev.photo_score if ev is not None else np.zeros(len(X))
     cfg = member_invert_config(detector.feature_cfg)
     blocks = []
     for m in members:
         mcache = FeatureCache(cache_dir, {"member": weights_fingerprint(m.G), "invert": asdict(cfg),
                                           "encoder": None if m.encoder is None else weights_fingerprint(m.encoder),
                                           "perceptual": detector.perceptual.backend_id}) if cache_dir else None
-        out = []
-        for i in tqdm(range(0, len(images), batch), disable=not progress, desc=m.name):
-            x = images[i:i + batch]
-            key = mcache.key(to_uint8(x)) if mcache else None
-            hit = mcache.get(key) if mcache else None
-            if hit is None:
-                v = member_features(m, x.to(detector.device), perceptual=detector.perceptual, cfg=cfg).features
-                if mcache:
-                    mcache.put(key, v, MEMBER_FEATURES)
-            else:
-                v = hit[0]
-            out.append(v)
-        blocks.append(np.concatenate(out))
-    return attribution_rows(primary_member_features(X, names), decision, photo, blocks)
+
+        def compute(x, m=m):
+            return member_features(m, x.to(detector.device), perceptual=detector.perceptual, cfg=cfg).features, \
+                MEMBER_FEATURES
+
+        blocks.append(cached_rows(images, compute, batch=batch, cache=mcache, desc=m.name, progress=progress)[0])
+    return attribution_rows(X, names, detector.classifier.decision(X), None if ev is None else ev.photo_score,
+                            blocks)
 
 
 def member_invert_config(feature_cfg) -> InvertConfig:

@@ -68,24 +68,34 @@ class FeatureCache:
         atomic_write(self.folder / f"{key}.npz", lambda f: np.savez(f, values=values, names=np.asarray(names)))
 
 
-def features_for(images: torch.Tensor, *, G, D, encoder, perceptual, feature_cfg: FeatureConfig, batch: int,
-                 cache: FeatureCache | None, desc: str = "features", progress: bool = True
-                 ) -> tuple[np.ndarray, list[str]]:
-    """Features of float images [N, C, H, W] (8-bit values), batch by batch, through the cache."""
+def cached_rows(images: torch.Tensor, compute, *, batch: int, cache: FeatureCache | None, desc: str,
+                progress: bool = True) -> tuple[np.ndarray, list[str]]:
+    """compute(x) -> (rows [n, F], names) over float images [N, C, H, W] (8-bit values), batch by batch,
+    through the cache."""
     out, names = [], None
     for i in tqdm(range(0, len(images), batch), disable=not progress, desc=desc):
         x = images[i:i + batch]
         key = cache.key(to_uint8(x)) if cache else None
         hit = cache.get(key) if cache else None
         if hit is None:
-            fb = extract_features(G, D, encoder, perceptual, x, cfg=feature_cfg)
-            values, names = fb.values.numpy(), fb.names
+            values, names = compute(x)
             if cache:
                 cache.put(key, values, names)
         else:
             values, names = hit
         out.append(values)
     return np.concatenate(out), names
+
+
+def features_for(images: torch.Tensor, *, G, D, encoder, perceptual, feature_cfg: FeatureConfig, batch: int,
+                 cache: FeatureCache | None, desc: str = "features", progress: bool = True
+                 ) -> tuple[np.ndarray, list[str]]:
+    """Features of float images [N, C, H, W] (8-bit values), batch by batch, through the cache."""
+    def compute(x):
+        fb = extract_features(G, D, encoder, perceptual, x, cfg=feature_cfg)
+        return fb.values.numpy(), fb.names
+
+    return cached_rows(images, compute, batch=batch, cache=cache, desc=desc, progress=progress)
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

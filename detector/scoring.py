@@ -32,7 +32,6 @@ from .attribution import (
     load_member,
     member_features,
     member_invert_config,
-    primary_member_features,
 )
 from .cascade import FirstStage
 from .classifier import JsonClassifier
@@ -274,7 +273,6 @@ class Detector:
             raise AttributionError(f"classes {model.classes} do not match the registered generators")
         self.attribution, self.members = model, members
         self.primary_name = spec["attribution_of"]["name"]
-        self.attribution_spec = spec
         self.model_id, self.threshold = spec["model_id"], model.threshold
 
     @property
@@ -357,15 +355,13 @@ class Detector:
         return ev.reasons(i, self.evidence.q_at_threshold(self.threshold))
 
     def attribute(self, X: np.ndarray, names: list[str], ev: Evidence, images: torch.Tensor
-                  ) -> tuple[np.ndarray, list[torch.Tensor], float]:
-        """Class probabilities [N, K] of images whose primary features are X (attribution detectors), the
-        members' reconstructions, and the ms per image the members' inversions took."""
+                  ) -> tuple[np.ndarray, float]:
+        """Class probabilities [N, K] of images whose primary features are X (attribution detectors), and the ms
+        per image the members' inversions took."""
         cfg = member_invert_config(self.feature_cfg)
         inv = [member_features(m, images, perceptual=self.perceptual, cfg=cfg) for m in self.members]
-        photo = ev.photo_score if ev.photo_score is not None else np.zeros(len(X))
-        R = attribution_rows(primary_member_features(X, names), self.classifier.decision(X), photo,
-                             [m.features for m in inv])
-        return self.attribution.probabilities(R), [m.reconstructions for m in inv], sum(m.ms_per_image for m in inv)
+        R = attribution_rows(X, names, self.classifier.decision(X), ev.photo_score, [m.features for m in inv])
+        return self.attribution.probabilities(R), sum(m.ms_per_image for m in inv)
 
     def _warnings(self, prep: PreparedImage | None, feats: np.ndarray, names: list[str], *,
                   first_stage: bool = False) -> list[str]:
@@ -403,7 +399,7 @@ class Detector:
             ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
             timings, P = {**fb.timings_ms, "classify": ms}, None
             if self.attribution is not None:
-                P, _, member_ms = self.attribute(fb.values.numpy(), fb.names, ev, images)
+                P, member_ms = self.attribute(fb.values.numpy(), fb.names, ev, images)
                 ev.p_fake = self.attribution.p_fake(P)
                 timings["attribution"] = member_ms
             return _Scored(ev=ev, stage1=np.zeros(N, dtype=bool), batches=[fb], rows=[(0, i) for i in range(N)],
