@@ -53,13 +53,13 @@ def test_scoring_places_each_image_on_the_stored_map(tiny_detector):
 
 def test_flagged_audit_items_carry_the_plot_into_the_html_report():
     from detector.audit.config import LATENT_PNG
-    from detector.audit.run import _attribution
+    from detector.audit.run import summary_extras
     from detector.scoring import ScoreResult
 
     r = ScoreResult(source="x", p_fake=0.9, verdict="fake", threshold=0.5, model_id="m", features={},
                     timings_ms={}, evidence={"latent_2d": b"\x89PNG-bytes"}, attribution={"none": 0.1, "a": 0.9},
                     attributed_to="a")
-    out = _attribution(r)
+    out = summary_extras(r)
     assert out["attributed_to"] == "a" and LATENT_PNG in out
     r.verdict = "real"
-    assert LATENT_PNG not in _attribution(r)
+    assert LATENT_PNG not in summary_extras(r)

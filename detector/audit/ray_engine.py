@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import AuditConfig
 from .media import video_capture
-from .run import ImageTask, Outcome, VideoTask, _attribution, _read_reason, score_task
+from .run import ImageTask, Outcome, VideoTask, _read_reason, score_task, summary_extras
 
 RAY_MISSING = ("the Ray engine needs Ray: pip install -e \".[ray]\" (or pip install \"ray[data]\"); "
                "the local engine (--engine local, the default) needs nothing more")
@@ -136,7 +136,7 @@ def score_frames(task: FrameTask, cfg: AuditConfig, det) -> dict:
     if results:
         worst = results[int(np.argmax(out["p"]))]
         out["thumbnail"], out["heatmap"] = worst.evidence["input"], worst.evidence["perceptual_heatmap"]
-        out["attribution"] = _attribution(worst)
+        out["extras"] = summary_extras(worst)
     return out
 
 
@@ -162,7 +162,7 @@ def video_outcome(content_hash: str, chunks: list[dict]) -> Outcome:
                             "worst_frame_s": round(stamps[worst], 3),
                             "warnings": sorted({w for c in ok for w in c["warnings"]}),
                             "reasons": sorted({x for c in ok for x in c["reasons"]}) if verdict == "fake" else [],
-                            **owner.get("attribution", {})},
+                            **owner.get("extras", {})},
                    thumbnail=owner["thumbnail"], heatmap=owner["heatmap"])
 
 

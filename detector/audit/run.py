@@ -189,12 +189,12 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
                              "worst_frame_s": round(stamps[worst], 3),
                              "warnings": sorted({w for r in results for w in r.warnings}),
                              "reasons": sorted({x for r in results for x in r.reasons}) if verdict == "fake" else [],
-                             **_attribution(results[worst])},
+                             **summary_extras(results[worst])},
                     thumbnail=results[worst].evidence["input"],
                     heatmap=results[worst].evidence["perceptual_heatmap"])]
 
 
-def _attribution(r) -> dict:
+def summary_extras(r) -> dict:
     """The attribution (attribution detectors) and, for a flagged item, the 2D latent plot of a result, as
     stored in an outcome's summary."""
     out = {} if r.attribution is None else {"attribution": r.attribution, "attributed_to": r.attributed_to}
@@ -227,7 +227,7 @@ def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
         mine = [r for r, o in zip(results, owners, strict=True) if o == h]
         worst = max(mine, key=lambda r: r.p_fake)
         summary = {"warnings": worst.warnings, "reasons": worst.reasons}
-        summary.update(_attribution(worst))
+        summary.update(summary_extras(worst))
         if cfg.crop_faces:
             summary["faces"] = [r.p_fake for r in mine]
         out.append(Outcome(h, kind="image", p_fake=worst.p_fake, verdict=worst.verdict, summary=summary,
