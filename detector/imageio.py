@@ -109,10 +109,11 @@ def prepare_image(data: bytes | str | Path, *, channels: int, resolution: int, f
     colour = colourfulness(img)
     framing = framing or {}
     if framing.get("kind") == "face":
-        faces = find_faces(np.asarray(img.convert("RGB")))
+        rgb = np.asarray(img.convert("RGB"))
+        faces = find_faces(rgb)
         if faces:
-            return _face_input(img, faces[0], len(faces), channels=channels, resolution=resolution,
-                               framing=framing, source=source, fmt=fmt, mode=mode, colour=colour)
+            return _face_input(rgb, faces[0], len(faces), channels=channels, resolution=resolution,
+                               framing=framing, source=source, fmt=fmt, mode=mode, size=size, colour=colour)
     arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     notes = []
     if framing.get("kind") == "face":
@@ -133,16 +134,15 @@ def prepare_image(data: bytes | str | Path, *, channels: int, resolution: int, f
                          framing=how, colourfulness=colour, notes=notes)
 
 
-def _face_input(img: Image.Image, face: Face, found: int, *, channels: int, resolution: int, framing: dict,
-                source: str, fmt: str, mode: str, colour: float) -> PreparedImage:
+def _face_input(rgb: np.ndarray, face: Face, found: int, *, channels: int, resolution: int, framing: dict,
+                source: str, fmt: str, mode: str, size: tuple[int, int], colour: float) -> PreparedImage:
+    """The model input of one face of an RGB image [H, W, 3]."""
     margin = float(framing.get("margin", 0.25))
-    crop = crop_face(np.asarray(img.convert("RGB")), face, size=resolution, margin=margin)
-    if channels == 1:
-        crop = np.asarray(Image.fromarray(crop).convert("L"))
-    t = torch.from_numpy(np.ascontiguousarray(crop)).reshape(resolution, resolution, channels).permute(2, 0, 1)
+    crop = crop_face(rgb, face, size=resolution, margin=margin, channels=channels)
+    t = torch.from_numpy(crop).permute(2, 0, 1)
     info = {**face.to_dict(), "faces_found": found, "margin": margin}
     notes = [] if face.eyes_found else ["eyes not found in the face: the crop was not rotated"]
-    return PreparedImage(tensor=t.float().div(127.5).sub(1.0), source=source, format=fmt, original_size=img.size,
+    return PreparedImage(tensor=t.float().div(127.5).sub(1.0), source=source, format=fmt, original_size=size,
                          original_mode=mode, framing="face", colourfulness=colour, notes=notes, face=info)
 
 
@@ -154,14 +154,15 @@ def prepare_faces(data: bytes, *, channels: int, resolution: int, framing: dict 
     img, fmt, mode = decode(data, source, max_pixels=max_pixels)
     img = flatten_to_rgb_or_l(img)
     colour = colourfulness(img)
-    faces = find_faces(np.asarray(img.convert("RGB")))
+    rgb = np.asarray(img.convert("RGB"))
+    faces = find_faces(rgb)
     is_face_model = (framing or {}).get("kind") == "face"
     fr = framing if is_face_model else {"margin": 0.2}
     out = []
     for k, f in enumerate(faces):
         f = f if is_face_model else Face(box=f.box, angle=0.0, eyes_found=False)
-        p = _face_input(img, f, len(faces), channels=channels, resolution=resolution, framing=fr,
-                        source=f"{source}#face{k}", fmt=fmt, mode=mode, colour=colour)
+        p = _face_input(rgb, f, len(faces), channels=channels, resolution=resolution, framing=fr,
+                        source=f"{source}#face{k}", fmt=fmt, mode=mode, size=img.size, colour=colour)
         if not is_face_model:
             p.notes, p.framing = [], "fit"
         out.append(p)

@@ -186,9 +186,7 @@ def face_to_array(img: Image.Image, channels: int, resolution: int, margin: floa
     faces = find_faces(rgb)
     if not faces:
         return None
-    crop = crop_face(rgb, faces[0], size=resolution, margin=margin)
-    arr = np.asarray(Image.fromarray(crop).convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return arr.reshape(resolution, resolution, channels)
+    return crop_face(rgb, faces[0], size=resolution, margin=margin, channels=channels)
 
 
 def load_image_folder(folder: str | Path, *, resolution: int, channels: int,

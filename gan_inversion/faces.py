@@ -5,7 +5,7 @@ Detection uses OpenCV's bundled Haar cascades (frontal face, then eyes inside th
 weights are downloaded. The crop is centred on the face box, rotated so that the two eyes are level, and is
 `1 + 2 * margin` times the box's side. This approximates the FFHQ alignment (which uses 68 dlib landmarks) well
 enough for the crop's scale and rotation, not to the pixel; a bundle records the framing it was prepared with
-(`FACE_FRAMING`) and scoring repeats it.
+(`face_framing`) and scoring repeats it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
 
 FACE_DETECTOR = "opencv-haar-frontalface-default"
 EYE_DETECTOR = "opencv-haar-eye"
@@ -69,8 +70,9 @@ def find_faces(rgb: np.ndarray, *, min_size: int = 24) -> list[Face]:
     return out
 
 
-def crop_face(rgb: np.ndarray, face: Face, *, size: int, margin: float = 0.25) -> np.ndarray:
-    """The square crop of `face`, eyes level, resized to size x size (area when shrinking, cubic when enlarging)."""
+def crop_face(rgb: np.ndarray, face: Face, *, size: int, margin: float = 0.25, channels: int = 3) -> np.ndarray:
+    """The square crop of `face`, eyes level, resized to size x size (area when shrinking, cubic when enlarging):
+    uint8 [size, size, channels] (channels 1: Pillow's 'L' conversion, as every other input gets)."""
     x, y, w, h = face.box
     cx, cy = x + w / 2.0, y + h / 2.0
     side = max(w, h) * (1.0 + 2.0 * margin)
@@ -79,4 +81,7 @@ def crop_face(rgb: np.ndarray, face: Face, *, size: int, margin: float = 0.25) -
     M[0, 2] += size / 2.0 - cx                                  # ... then move its centre to the crop's
     M[1, 2] += size / 2.0 - cy
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    return cv2.warpAffine(rgb, M, (size, size), flags=interp, borderMode=cv2.BORDER_REFLECT101)
+    crop = cv2.warpAffine(rgb, M, (size, size), flags=interp, borderMode=cv2.BORDER_REFLECT101)
+    if channels == 1:
+        crop = np.asarray(Image.fromarray(crop).convert("L"))
+    return np.ascontiguousarray(crop).reshape(size, size, channels)
