@@ -293,6 +293,16 @@ def _sub(rec: PersistentRecord, dotted: str) -> PersistentRecord | None:
     return rec
 
 
+def _setting(rec: PersistentRecord | None, state_key: str, kwarg: str, default):
+    """A record's setting: its stored attribute, else its constructor argument, else `default`."""
+    if rec is None:
+        return default
+    v = rec.state.get(state_key)
+    if v is None:
+        v = rec.init_kwargs.get(kwarg)
+    return default if v is None else v
+
+
 def _check_filters(t: dict, what: str) -> None:
     want = make_filter()
     for k, v in t.items():
@@ -300,7 +310,7 @@ def _check_filters(t: dict, what: str) -> None:
             raise BundleError(f"{what}: {k} is not the [1,3,3,1] filter resynth's networks use")
 
 
-def _refuse_stylegan3(rec: PersistentRecord, t: dict, what: str) -> None:
+def _refuse_stylegan3(rec: PersistentRecord, what: str) -> None:
     syn = _sub(rec, "synthesis")
     names = set((syn.state.get("_modules") or {}) if syn is not None else {})
     if "input" in names or any(re.fullmatch(r"L\d+_\d+_\d+", n) for n in names):
@@ -312,7 +322,7 @@ def _nvidia_G(rec: PersistentRecord, what: str) -> tuple[dict, dict, torch.Tenso
     if rec.class_name != "Generator":
         raise BundleError(f"{what}: expected a Generator, found {rec.class_name!r}")
     t = rec.tensors()
-    _refuse_stylegan3(rec, t, what)
+    _refuse_stylegan3(rec, what)
     if rec.init_kwargs.get("c_dim") or "mapping.embed.weight" in t:
         raise BundleError(f"{what}: a conditional (class-label) generator; resynth supports unconditional ones")
     fcs = sorted(int(m.group(1)) for k in t if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
@@ -325,9 +335,7 @@ def _nvidia_G(rec: PersistentRecord, what: str) -> tuple[dict, dict, torch.Tenso
     if missing_rgb or any(k.startswith(f"synthesis.b{r}.skip.") for r in res for k in t):
         raise BundleError(f"{what}: only the 'skip' generator architecture (StyleGAN2 config-e/-f) is supported")
     _check_filters(t, what)
-    fc0 = _sub(rec, "mapping.fc0")
-    lr_mul = float((fc0.state.get("bias_gain") if fc0 is not None else None)
-                   or (fc0.init_kwargs.get("lr_multiplier") if fc0 is not None else None) or 0.01)
+    lr_mul = float(_setting(_sub(rec, "mapping.fc0"), "bias_gain", "lr_multiplier", 0.01))
     channels = {r: t[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res}
     channel_base, channel_max = _infer_channel_layout(channels, what)
     w_dim = t["mapping.fc0.weight"].shape[0]
@@ -362,12 +370,10 @@ def _nvidia_D(rec: PersistentRecord, what: str) -> tuple[dict, dict]:
     channels = {top: t[f"b{top}.fromrgb.weight"].shape[0]}
     channels.update({r // 2: t[f"b{r}.conv1.weight"].shape[0] for r in res})
     channel_base, channel_max = _infer_channel_layout(channels, what)
-    epi = _sub(rec, "b4")
-    mbstd = _sub(rec, "b4.mbstd")
-    group = (mbstd.state.get("group_size") if mbstd is not None else None) or \
-        (epi.init_kwargs.get("mbstd_group_size") if epi is not None else None) or 4
-    num_ch = (mbstd.state.get("num_channels") if mbstd is not None else None) or \
-        (epi.init_kwargs.get("mbstd_num_channels") if epi is not None else None) or 1
+    epi, mbstd = _sub(rec, "b4"), _sub(rec, "b4.mbstd")
+    group = _setting(mbstd, "group_size", "group_size", _setting(epi, "mbstd_group_size", "mbstd_group_size", 4))
+    num_ch = _setting(mbstd, "num_channels", "num_channels",
+                      _setting(epi, "mbstd_num_channels", "mbstd_num_channels", 1))
     kwargs = dict(img_resolution=top, img_channels=t[f"b{top}.fromrgb.weight"].shape[1], channel_base=channel_base,
                   channel_max=channel_max, mbstd_group_size=int(group), mbstd_num_channels=int(num_ch))
     out = {"fromrgb.weight": t[f"b{top}.fromrgb.weight"], "fromrgb.bias": t[f"b{top}.fromrgb.bias"]}
@@ -405,9 +411,7 @@ def convert_nvidia(path: str | Path) -> dict:
         if net is not None:
             net.mapping.w_avg.copy_(w_avg.reshape(-1).float())
     tsk = obj.get("training_set_kwargs") or {}
-    layer = _sub(rec, f"synthesis.b{G_ema.img_resolution}.conv1")
-    clamp = (layer.init_kwargs.get("conv_clamp") if layer is not None else None) or \
-        (layer.state.get("conv_clamp") if layer is not None else None)
+    clamp = _setting(_sub(rec, f"synthesis.b{G_ema.img_resolution}.conv1"), "conv_clamp", "conv_clamp", None)
     data = {"name": str(tsk.get("path") or "unknown (converted)"), "fingerprint": None,
             "resolution": G_ema.img_resolution, "channels": G_ema.img_channels, "framing": dict(FIT_FRAMING),
             "xflip": bool(tsk.get("xflip", False))}
