@@ -111,7 +111,9 @@ def main(argv=None) -> int:
     lines = ["## Face path at 256×256 (`python -m benchmarks.faces`)", "",
              f"One drawn 1024×1024 face per image; this 2-core CPU; {args.steps} refinement steps in W from w_avg "
              f"(a converted model has no encoder), {perc_note}, no degradation search. Random weights (the cost "
-             "does not depend on them).", "",
+             "does not depend on them). No accuracy column: no face model and no face photos can be had on this "
+             "machine, so only the cost is measured here; the face path's behaviour is tested in "
+             "tests/test_faces.py.", "",
              f"| generator layout | G params | find + level + crop | features, batch 1 | per step | "
              f"features, batch {args.batch} |", "|---|---|---|---|---|---|"]
     for name, r in rows.items():
