@@ -17,14 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm import tqdm
 
 from detector import laundering
+from detector.evidence import cv_logistic
 
 
 def radial_spectrum(images: torch.Tensor) -> np.ndarray:
@@ -38,12 +35,6 @@ def radial_spectrum(images: torch.Tensor) -> np.ndarray:
     sums = torch.zeros(len(x), H // 2 + 1, dtype=torch.float64).index_add_(1, r.flatten(), flat)
     counts = torch.bincount(r.flatten(), minlength=H // 2 + 1).double()
     return torch.log(sums / counts + 1e-10).numpy()
-
-
-def cv_logistic(X: np.ndarray, y: np.ndarray) -> GridSearchCV:
-    """Standardised logistic regression, its C chosen among 1e-4..1e2 by 5-fold CV AUC (refit on all)."""
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    return GridSearchCV(pipe, {"logisticregression__C": np.logspace(-4, 2, 7)}, cv=5, scoring="roc_auc").fit(X, y)
 
 
 def spectrum_features(images: torch.Tensor) -> np.ndarray:

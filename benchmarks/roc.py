@@ -6,11 +6,13 @@ Reals: the Fashion-MNIST test split (first n). Fakes (n each, 8-bit): the embedd
 and 0.7 (seeds never used in fitting), and generators the detector never saw (benchmarks/generators.py:
 DCGAN, VAE, a narrower StyleGAN2 with another seed). Launderings, applied to reals and fakes alike (same
 size and format for both): JPEG 95/75/50, down-up resize x0.5, Gaussian blur sigma 1, Gaussian noise
-sigma 0.02; the generators the detector never saw are measured under clean, JPEG 75, resize and blur. Only
-the embedded generator's samples are used in fitting: every other generator is held out (leave-one-generator-out
-holds trivially). resynth's rows: the combined evidence (its p_fake and threshold), and its two parts alone:
-resynth_generator (the generator-specific classifier) and photo_model (the real-photo model's negative
-log-likelihood; detector/evidence.py). Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs;
+sigma 0.02, and two launderings never used in fitting: WebP 70 (another codec) and resize x0.75 followed by
+JPEG 70 (LAUNDERING_ROLE says where each stands); the generators the detector never saw are measured under
+clean, JPEG 75, resize and blur. Only the embedded generator's samples are used in fitting: every other
+generator is held out (leave-one-generator-out holds trivially). resynth's rows: the combined evidence (its
+p_fake and threshold), and its three parts alone: resynth_generator (the generator-specific classifier),
+photo_model (the real-photo model's negative log-likelihood) and probe_evidence (the linear probe's logit;
+detector/evidence.py). Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs;
 the speed/accuracy frontier of the inversion settings and the arithmetic cost floor of the default. Writes
 results/roc.json, results/roc_*.png and the 'roc' sections of RESULTS.md.
 """
@@ -48,10 +50,17 @@ from .baselines import CNNBaseline, LinearProbeBaseline, SpectrumBaseline, featu
 from .common import RESULTS_DIR, run_inversion, write_section
 
 CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
-              "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02)}
+              "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02),
+              "webp70": ("webp", 70), "resize0.75+jpeg70": ("resize_jpeg", 0.75)}
+# Where each laundering stands against fitting (detector/laundering.py): inside the classifier's and the probe's
+# fitting launderings (FIT_RANGES), only inside the reference photos' copies (REFERENCE_RANGES), or never seen.
+LAUNDERING_ROLE = {"clean": "—", "jpeg95": "in fitting", "jpeg75": "in fitting",
+                   "jpeg50": "reference copies only (fitting: q60-100)", "resize0.5": "in fitting",
+                   "blur1": "in fitting", "noise0.02": "probe's noisy copies and reference copies",
+                   "webp70": "never (another codec)", "resize0.75+jpeg70": "never as a pair (fitting: one at most)"}
 HELD_OUT_CONDITIONS = ("clean", "jpeg75", "resize0.5", "blur1")  # for the generators never used in fitting
-METHODS = ("resynth", "resynth_full", "resynth_generator", "photo_model", "pixel_mse", "perceptual", "spectrum", "cnn",
-           "linear_probe")
+METHODS = ("resynth", "resynth_full", "resynth_generator", "photo_model", "probe_evidence", "pixel_mse", "perceptual",
+           "spectrum", "cnn", "linear_probe")
 PROBABILISTIC = {"resynth", "resynth_full", "resynth_generator", "spectrum", "cnn", "linear_probe"}
 OWN = ("stylegan2 psi=1.0", "stylegan2 psi=0.7")
 
@@ -182,12 +191,14 @@ def main(argv=None) -> int:
         A = appearance_features(det.perceptual, images) if det.evidence is not None else None
         ev = det.probabilities(X, images, appearance=A)
         photo = ev.photo_score if ev.photo_score is not None else np.zeros(len(X))
+        probe = det.evidence.probe if det.evidence is not None else None
+        probe = probe.score(A) if probe is not None else np.zeros(len(X))
         p, X1, decided = ev.p_fake, None, None
         if det.first_stage is not None:  # as served: the cascade decides clear cases on the encoder's guess
             X1 = first_stage_features(det, images, cache_dir=DEFAULT_CACHE, desc=f"{desc} stage 1")
             p, decided = det.cascade_probabilities(X1, X, images, appearance=A)
         out = {"resynth": p, "resynth_full": ev.p_fake, "resynth_generator": det.classifier.predict_proba(X),
-               "photo_model": photo, "resynth_decided_first": decided,
+               "photo_model": photo, "probe_evidence": probe, "resynth_decided_first": decided,
                "resynth_verdicts": np.asarray(det.verdicts(X, fnames, p, X1=X1, decided=decided)),
                **feature_baselines(X, fnames)}
         out.update({k: b.score(images) for k, b in baselines.items()})
@@ -283,6 +294,8 @@ def targets_table(results: dict, names: list[str]) -> list[str]:
                      f"{r['resynth_full']['auc']:.3f} | {r['resynth_generator']['auc']:.3f} | "
                      f"{1 - r['resynth']['real_accuracy']:.1%} | {first} | {r['ms_per_image']:.0f} |")
     fprs = [1 - results[c][names[0]]["resynth"]["real_accuracy"] for c in results]
+    lines += ["", "False-positive rate on test photos at the threshold, per laundering: " + ", ".join(
+        f"{c} {1 - results[c][names[0]]['resynth']['real_accuracy']:.1%}" for c in results) + "."]
     clean = results.get("clean", {}).get(names[0])
     lines += ["", f"Highest false-positive rate on test photos at the threshold over the conditions: {max(fprs):.1%} "
               "(target ≤ 1.5%)" + (f"; ECE clean: {clean['resynth']['ece']:.3f} (target ≤ 0.03)." if clean else ".")]
@@ -302,7 +315,7 @@ def render(meta, results, front, floor, conditions, names) -> str:
         verdict_rows = [f"| {g} | {v['uncertain_real']:.1%} | {v['uncertain_fake']:.1%} | "
                         f"{v['decided_accuracy']:.3f} | {v['decided_fpr']:.1%} |"
                         for g, v in verdicts if v and v["decided_accuracy"] is not None]
-        lines += [f"### {cname}", ""]
+        lines += [f"### {cname}", "", f"Laundering against fitting: {LAUNDERING_ROLE.get(cname, '—')}.", ""]
         if verdict_rows:
             lines += ["resynth's verdicts (uncertain: out of the fitted domain; an abstention cannot hide errors):", "",
                       "| generator | uncertain, photos | uncertain, fakes | accuracy, decided | FPR, decided |",

@@ -83,7 +83,7 @@ def calibrate(detector_path: str | Path, p_real: np.ndarray, *, fpr: float, out_
         "target_fpr": fpr, "fpr_on_reference": float((p_real > t).mean()), "threshold": float(t),
         "fitted_threshold": old, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    spec.setdefault("base_model_id", spec["model_id"])  # the fit its features come from (feature caches)
+    spec.setdefault("base_model_id", spec["model_id"])  # the fit it comes from
     spec["model_id"] = f"{base_id}-cal{digest}"
     spec["metrics"] = {}  # measured with the fitted threshold: no longer this file's
     return spec

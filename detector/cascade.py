@@ -138,8 +138,9 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
     photos = np.flatnonzero(yh == 0)
     ref = np.sort(rng.permutation(photos)[: int(round(cfg.reference_fraction * len(photos)))])
     cal = np.setdiff1d(np.arange(len(yh)), ref)
-    ev1 = fit_evidence(decision_ref=decision[ref], photo_ref=photo[ref], decision_cal=decision[cal],
-                       photo_cal=photo[cal], y_cal=yh[cal], real_model=real_model, target_fpr=clf_cfg.target_fpr)
+    ev1 = fit_evidence(ref={"generator": decision[ref], "photos": photo[ref]},
+                       cal={"generator": decision[cal], "photos": photo[cal]}, y_cal=yh[cal], real_model=real_model,
+                       target_fpr=clf_cfg.target_fpr)
     p1 = EvidenceModel(ev1).evaluate(decision[cal], A[cal]).p_fake
     p2 = detector.probabilities(H2[cal], None, appearance=A[cal]).p_fake
     t = detector.threshold

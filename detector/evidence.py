@@ -1,17 +1,25 @@
-"""Two kinds of evidence combined into one calibrated fake-probability, with the reasons that drove it.
+"""Three kinds of evidence combined into one calibrated fake-probability, with the reasons that drove it.
 
-1. *Reproduced like this generator's samples*: the generator-specific classifier over the inversion features
-   (detector/classifier.py). It recognises the registered generator's images, clean or laundered.
-2. *Unlike real photos*: a one-class model fitted on real photos only (the train split, clean and laundered):
-   how unlikely an image's appearance is under the photos' distribution. Appearance = the perceptual network's
-   pretrained features (MobileNetV2 ImageNet, average-pooled at each stage), reduced by a whitened PCA and
-   modelled by a Gaussian mixture. It raises suspicion for images of generators nobody registered (a VAE's
-   smooth outputs, another GAN's textures) that the inversion alone would let pass as real.
+1. *Reproduced like this generator's samples* (`generator`): the generator-specific classifier over the inversion
+   features (detector/classifier.py). It recognises the registered generator's images, clean or laundered.
+2. *Unlike real photos* (`photos`): a one-class model fitted on real photos only (the train split, clean and
+   laundered): how unlikely an image's appearance is under the photos' distribution. Appearance = the perceptual
+   network's pretrained features (MobileNetV2 ImageNet, average-pooled at each stage), reduced by a whitened PCA
+   and modelled by a Gaussian mixture. It raises suspicion for images that look unlike any photo (a VAE's smooth
+   outputs).
+3. *Generated-looking to a pretrained network* (`probe`): a linear probe on the same frozen appearance features,
+   fitted on the classifier's own fitting images (photos against the registered generator's samples, laundered),
+   in the spirit of universal detectors (Ojha et al. 2023): what separates one generator's images from photos
+   in pretrained features carries over to other generators better than the inversion does.
 
-Each score is turned into a tail probability under *reference photos* (held out from both fits): q = the share
+Each score is turned into a tail probability under *reference photos* (held out from every fit): q = the share
 of photos at least as extreme (empirical in the body, an exponential tail fitted to the top 10% beyond it, so
-that scores past every reference photo still rank). The combined statistic is c = -log min(q_generator,
-q_photos): an image is as suspicious as its most surprising evidence. A sigmoid of c, fitted on held-out photos
+that scores past every reference photo still rank). The reference photos come with a laundered copy of each
+(JPEG, blur, resize, noise; detector/laundering.py REFERENCE_RANGES) and are split in two strata by the
+degradation the inversion estimated (degradation-aware detectors): an image the search finds strongly blurred or
+shrunk is compared with photos found so too, not with sharp ones, which keeps the false-positive rate of
+laundered photos near that of clean ones. The combined statistic is c = -log min_k q_k: an image is as
+suspicious as its most surprising evidence. A sigmoid of c, fitted (classes weighted equally) on held-out photos
 and the registered generator's samples, is the calibrated `p_fake`; the threshold is set on held-out photos at
 the target false-positive rate, and the reasons name every evidence whose q is below the threshold's.
 
@@ -29,6 +37,11 @@ from scipy.special import logsumexp
 EVIDENCE_FORMAT = "resynth-evidence-json"
 REASON_GENERATOR = "reproduced like this generator's samples"
 REASON_PHOTOS = "unlike real photos"
+REASON_PROBE = "generated-looking to a pretrained network"
+REASONS = {"generator": REASON_GENERATOR, "photos": REASON_PHOTOS, "probe": REASON_PROBE}
+# An image whose estimated degradation is at least this strong is compared with reference photos estimated so too.
+DEGRADED_STRATUM = {"blur_sigma_min": 1.0, "scale_max": 0.5}
+MIN_STRATUM = 30  # reference photos a stratum needs (otherwise every image is compared with all of them)
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,43 @@ class RealPhotoModel:
         return -logsumexp(log_p, axis=1)
 
 
+# --------------------------------------------------------------------------- linear probe
+def cv_logistic(X: np.ndarray, y: np.ndarray, *, seed: int = 0):
+    """Standardised logistic regression, its C chosen among 1e-4..1e2 by 5-fold CV AUC (refit on all)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    return GridSearchCV(pipe, {"logisticregression__C": np.logspace(-4, 2, 7)}, cv=folds, scoring="roc_auc").fit(X, y)
+
+
+def fit_probe(A: np.ndarray, y: np.ndarray, *, backbone: str, seed: int = 0) -> dict:
+    """The linear probe's JSON spec: logistic regression on appearance features [N, F], y 1 = fake."""
+    y = np.asarray(y, dtype=np.int64)
+    if min((y == 0).sum(), (y == 1).sum()) < 10:
+        raise ValueError("too few images to fit the linear probe (at least 10 photos and 10 fakes)")
+    gs = cv_logistic(np.asarray(A, dtype=np.float64), y, seed=seed)
+    scaler, lr = gs.best_estimator_.named_steps["standardscaler"], gs.best_estimator_.named_steps["logisticregression"]
+    return {"backbone": backbone, "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
+            "C": float(gs.best_params_["logisticregression__C"]), "cv_auc": float(gs.best_score_),
+            "n": {"real": int((y == 0).sum()), "fake": int((y == 1).sum())}}
+
+
+class ProbeModel:
+    """The probe's logit (higher: more generated-looking)."""
+
+    def __init__(self, spec: dict):
+        self.mean, self.scale = np.asarray(spec["mean"]), np.asarray(spec["scale"])
+        self.coef, self.intercept = np.asarray(spec["coef"]), float(spec["intercept"])
+
+    def score(self, A: np.ndarray) -> np.ndarray:
+        return ((np.asarray(A, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
+
+
 # --------------------------------------------------------------------------- tail probabilities
 def tail_reference(scores: np.ndarray, *, tail_fraction: float = 0.1, levels: int = 201) -> dict:
     """The reference distribution of a score on photos (higher = more suspicious), for `tail_probability`."""
@@ -120,67 +170,88 @@ def tail_probability(ref: dict, v: np.ndarray) -> np.ndarray:
     return np.clip(np.where(v > u, tail, np.maximum(body, frac)), 1e-300, 1.0)
 
 
-def combined_statistic(q_generator: np.ndarray, q_photos: np.ndarray) -> np.ndarray:
-    return -np.log(np.minimum(q_generator, q_photos))
+def combined_statistic(*q: np.ndarray) -> np.ndarray:
+    """c = -log min_k q_k over the evidences' tail probabilities."""
+    return -np.log(np.minimum.reduce(q))
+
+
+def degraded_stratum(degradation: np.ndarray | None, n: int) -> np.ndarray:
+    """[N] bool: the estimated degradation [N, 2] (blur sigma, scale) is at least DEGRADED_STRATUM's."""
+    if degradation is None:
+        return np.zeros(n, dtype=bool)
+    d = np.asarray(degradation, dtype=np.float64)
+    return (d[:, 0] >= DEGRADED_STRATUM["blur_sigma_min"] - 1e-6) | (d[:, 1] <= DEGRADED_STRATUM["scale_max"] + 1e-6)
 
 
 # --------------------------------------------------------------------------- fitting and serving
-def fit_evidence(*, decision_ref: np.ndarray, photo_ref: np.ndarray, decision_cal: np.ndarray,
-                 photo_cal: np.ndarray, y_cal: np.ndarray, real_model: dict, target_fpr: float,
-                 tail_fraction: float = 0.1) -> dict:
+def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_cal: np.ndarray, real_model: dict,
+                 target_fpr: float, probe: dict | None = None, ref_degradation: np.ndarray | None = None,
+                 cal_degradation: np.ndarray | None = None, tail_fraction: float = 0.1) -> dict:
     """The combination's JSON spec.
 
-    decision_ref / photo_ref: classifier decisions and real-model scores of reference photos (held out from
-    both fits); *_cal with y_cal (0 photo, 1 fake): held-out images for the sigmoid and the threshold.
+    ref / cal: each evidence's score ("generator": classifier decisions, "photos": real-model NLL, "probe": the
+    probe's logit when `probe` is given) of reference photos (held out from every fit) and of calibration images
+    with y_cal (0 photo, 1 fake), for the sigmoid and the threshold. *_degradation: the estimated (blur sigma,
+    scale) of each, for the strata (None: one stratum).
     """
     from sklearn.linear_model import LogisticRegression
 
     from .classifier import threshold_at_fpr
 
-    refs = {"generator": tail_reference(decision_ref, tail_fraction=tail_fraction),
-            "photos": tail_reference(photo_ref, tail_fraction=tail_fraction)}
-    c = combined_statistic(tail_probability(refs["generator"], decision_cal),
-                           tail_probability(refs["photos"], photo_cal))
+    names = ["generator", "photos"] + (["probe"] if probe is not None else [])
+    n_ref = len(ref["generator"])
+    deg = degraded_stratum(ref_degradation, n_ref)
+    strata = {"all": np.ones(n_ref, dtype=bool)}
+    if ref_degradation is not None and min(deg.sum(), (~deg).sum()) >= MIN_STRATUM:
+        strata = {"sharp": ~deg, "degraded": deg}
+    refs = {k: {e: tail_reference(np.asarray(ref[e])[m], tail_fraction=tail_fraction) for e in names}
+            for k, m in strata.items()}
+    spec = {"format": EVIDENCE_FORMAT, "evidences": names, "real_model": real_model,
+            **({"probe": probe} if probe is not None else {}), "reference": refs,
+            **({"strata": DEGRADED_STRATUM} if len(strata) > 1 else {}),
+            "sigmoid": {"a": 1.0, "b": 0.0}, "threshold": 0.5, "target_fpr": target_fpr}
+    ev = EvidenceModel(spec)
+    c = combined_statistic(*ev.tail_probabilities(cal, cal_degradation).values())
     y_cal = np.asarray(y_cal, dtype=np.int64)
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(c[:, None], y_cal)
+    lr = LogisticRegression(C=1e4, max_iter=1000, class_weight="balanced").fit(c[:, None], y_cal)
     a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     if a <= 0:
         raise ValueError("the combined evidence does not separate the calibration images (slope <= 0)")
-    spec = {"format": EVIDENCE_FORMAT, "real_model": real_model, "reference": refs, "sigmoid": {"a": a, "b": b},
-            "threshold": 0.5, "target_fpr": target_fpr}
-    ev = EvidenceModel(spec)
-    p = ev.probability(c)
+    spec["sigmoid"] = {"a": a, "b": b}
+    p = EvidenceModel(spec).probability(c)
     spec["threshold"] = threshold_at_fpr(p[y_cal == 0], target_fpr)
-    spec["sizes"] = {"reference": int(len(decision_ref)), "calibration": {"real": int((y_cal == 0).sum()),
-                                                                         "fake": int((y_cal == 1).sum())}}
+    spec["sizes"] = {"reference": {k: int(m.sum()) for k, m in strata.items()},
+                     "calibration": {"real": int((y_cal == 0).sum()), "fake": int((y_cal == 1).sum())}}
     return spec
 
 
 @dataclass
 class Evidence:
-    p_fake: np.ndarray       # [N] calibrated
-    q_generator: np.ndarray  # [N] share of reference photos the classifier finds at least as generator-like
-    q_photos: np.ndarray     # [N] share of reference photos at least as unlike photos
+    p_fake: np.ndarray                # [N] calibrated
+    q: dict[str, np.ndarray]          # per evidence [N]: share of reference photos at least as extreme
     photo_score: np.ndarray | None = None  # [N] the real-photo model's NLL (higher: less like photos)
 
     def reasons(self, i: int, q_star: float) -> list[str]:
-        out = []
-        if self.q_generator[i] <= q_star:
-            out.append(REASON_GENERATOR)
-        if self.q_photos[i] <= q_star:
-            out.append(REASON_PHOTOS)
-        return out
+        return [REASONS[k] for k, q in self.q.items() if q[i] <= q_star]
+
+    def tail_probabilities(self, i: int) -> dict[str, float]:
+        return {k: float(q[i]) for k, q in self.q.items()}
 
 
 class EvidenceModel:
-    """Serving side of `fit_evidence`: classifier decisions and appearance features -> Evidence."""
+    """Serving side of `fit_evidence`: classifier decisions, appearance features and the estimated degradation
+    -> Evidence. Files of the two-evidence format (one reference, no strata) still load."""
 
     def __init__(self, spec: dict):
         if spec.get("format") != EVIDENCE_FORMAT:
             raise ValueError(f"not a {EVIDENCE_FORMAT} spec")
         self.spec = spec
+        self.names = spec.get("evidences", ["generator", "photos"])
         self.real_model = RealPhotoModel(spec["real_model"])
-        self.refs = spec["reference"]
+        self.probe = ProbeModel(spec["probe"]) if "probe" in spec else None
+        refs = spec["reference"]
+        self.refs = refs if "generator" not in refs else {"all": refs}  # {stratum: {evidence: tail reference}}
+        self.strata = spec.get("strata")
         self.a, self.b = float(spec["sigmoid"]["a"]), float(spec["sigmoid"]["b"])
         self.threshold = float(spec["threshold"])
 
@@ -193,9 +264,29 @@ class EvidenceModel:
         c_star = (np.log(t / (1 - t)) - self.b) / self.a
         return float(np.exp(-max(c_star, 0.0)))
 
-    def evaluate(self, decision: np.ndarray, appearance: np.ndarray) -> Evidence:
-        qg = tail_probability(self.refs["generator"], decision)
-        nll = self.real_model.score(appearance)
-        qp = tail_probability(self.refs["photos"], nll)
-        return Evidence(p_fake=self.probability(combined_statistic(qg, qp)), q_generator=qg, q_photos=qp,
-                        photo_score=nll)
+    def scores(self, decision: np.ndarray, appearance: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"generator": np.asarray(decision, dtype=np.float64), "photos": self.real_model.score(appearance)}
+        if self.probe is not None:
+            out["probe"] = self.probe.score(appearance)
+        return out
+
+    def tail_probabilities(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None
+                           ) -> dict[str, np.ndarray]:
+        n = len(scores["generator"])
+        if self.strata is None:
+            strata = {"all": np.ones(n, dtype=bool)}
+        else:
+            deg = degraded_stratum(degradation, n)
+            strata = {"sharp": ~deg, "degraded": deg}
+        q = {e: np.ones(n) for e in self.names}
+        for k, m in strata.items():
+            for e in self.names:
+                q[e][m] = tail_probability(self.refs[k][e], np.asarray(scores[e])[m])
+        return q
+
+    def evaluate(self, decision: np.ndarray, appearance: np.ndarray, degradation: np.ndarray | None = None
+                 ) -> Evidence:
+        """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded)."""
+        s = self.scores(decision, appearance)
+        q = self.tail_probabilities(s, degradation)
+        return Evidence(p_fake=self.probability(combined_statistic(*q.values())), q=q, photo_score=s["photos"])

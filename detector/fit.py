@@ -25,7 +25,15 @@ from gan_inversion.perceptual import PerceptualDistance
 
 from . import laundering
 from .classifier import ClassifierConfig, JsonClassifier, fit_classifier, split_indices
-from .evidence import RealModelConfig, RealPhotoModel, appearance_features, fit_evidence, fit_real_model
+from .evidence import (
+    ProbeModel,
+    RealModelConfig,
+    RealPhotoModel,
+    appearance_features,
+    fit_evidence,
+    fit_probe,
+    fit_real_model,
+)
 from .features import FeatureConfig, extract_features
 from .latent_map import fit_latent_map, ws_code
 from .metrics import point_metrics
@@ -41,7 +49,9 @@ class FitConfig:
     launder_prob: float = 0.5
     batch: int = 50
     seed: int = 0
-    real_model: bool = True     # also fit the one-class model of real photos and combine (detector/evidence.py)
+    real_model: bool = True     # also fit the real-photo model and the linear probe, and combine (detector/evidence.py)
+    reference_copies: bool = True  # the reference photos come with a laundered copy each (wider launderings)
+    probe_noise_copies: bool = True  # the linear probe also sees a noisy copy of each of its fitting images
     latent_map: int = 300       # photos and samples whose refined codes make the 2D latent map (0: no map)
 
 
@@ -115,6 +125,24 @@ def fit_images(G: Generator, reals: ImageDataset, cfg: FitConfig, *, device="cpu
     return real, fake, real_what, fake_what
 
 
+REFERENCE_LAUNDER_SEED = 3_000_000_019  # the laundered copies of the reference photos
+PROBE_NOISE_SEED = 3_000_000_037  # the noisy copies of the probe's fitting images
+
+
+def laundered_copies(images: torch.Tensor, *, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """One copy of each image under a random laundering of the wider reference ranges (every copy laundered:
+    JPEG q40-100, blur sigma 0.3-1.5, resize x0.4-0.9, noise 0.005-0.03), reproducible from the seed."""
+    g = torch.Generator().manual_seed(REFERENCE_LAUNDER_SEED + seed)
+    return laundering.random_launder(images, prob=1.0, generator=g, ranges=laundering.REFERENCE_RANGES)
+
+
+def noisy_copies(images: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """One copy of each image with additive Gaussian noise (the reference ranges' noise strengths)."""
+    g = torch.Generator().manual_seed(PROBE_NOISE_SEED + seed)
+    ranges = {"noise": laundering.REFERENCE_RANGES["noise"]}
+    return laundering.random_launder(images, prob=1.0, generator=g, ranges=ranges)[0]
+
+
 def unused_reals(reals: ImageDataset, cfg: FitConfig, n: int) -> torch.Tensor:
     """n train-split reals the fit (cfg) did not use: the next ones in the same seeded permutation."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -125,10 +153,11 @@ def unused_reals(reals: ImageDataset, cfg: FitConfig, n: int) -> torch.Tensor:
 
 
 def feature_context(detector) -> dict:
-    """What cached features of a loaded detector depend on (the fit it came from fixes the encoder; a
-    calibrated or cascaded copy of it keeps that fit's id, `base_model_id`)."""
+    """What the cached features of a loaded detector depend on: the feature settings and the networks' weights
+    (generator, encoder, perceptual net). The fit's own cache uses the same context, so evaluations find the
+    fitting features again, and a refit that keeps the inversion (a new classifier or evidence) reuses them."""
     return {"features": detector.feature_cfg.to_dict(), "G": weights_fingerprint(detector.G),
-            "model_id": detector.spec.get("base_model_id", detector.spec["model_id"]),
+            "encoder": weights_fingerprint(detector.encoder) if detector.encoder is not None else None,
             "perceptual": detector.perceptual.backend_id}
 
 
@@ -153,9 +182,21 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     spec_clf, _ = fit_classifier(X, y, names, cfg=clf_cfg)
     evidence = None
     if cfg.real_model:
-        A = appearance_features(perceptual, torch.cat([real, fake]).to(device))
+        images = torch.cat([real, fake])
+        A = appearance_features(perceptual, images.to(device))
+        copies = None
+        if cfg.reference_copies:  # the reference photos' laundered copies: their features and appearance
+            ref = reference_indices(y, clf_cfg, seed=cfg.seed)
+            imgs, _ = laundered_copies(images[ref], seed=cfg.seed)
+            Xc, _ = features_for(imgs.to(device), desc="reference copies", **kw)
+            copies = (Xc, appearance_features(perceptual, imgs.to(device)))
+        probe_extra = None
+        if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
+            fit_idx, _ = split_indices(y, clf_cfg)
+            probe_extra = (appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
+                           y[fit_idx])
         evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
-                                         seed=cfg.seed)
+                                         seed=cfg.seed, copies=copies, probe_extra=probe_extra)
     lo, hi = np.percentile(X, 0.1, axis=0), np.percentile(X, 99.9, axis=0)
     latent_map = None
     if cfg.latent_map > 0 and len(reals) - cfg.n_real >= 3:
@@ -204,26 +245,50 @@ def compute_latent_map(*, G: Generator, D: Discriminator, encoder: Encoder | Non
                           f"(seed {LATENT_MAP_SEED}), refined as the features are")
 
 
+def reference_indices(y: np.ndarray, clf_cfg: ClassifierConfig, *, seed: int = 0) -> np.ndarray:
+    """The reference photos of a fit: a seeded half of the photos in the classifier's calibration part."""
+    _, cal_idx = split_indices(y, clf_cfg)
+    cal_real = cal_idx[y[cal_idx] == 0]
+    return np.sort(np.random.default_rng(seed).permutation(cal_real)[: len(cal_real) // 2])
+
+
 def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf: dict, *,
                           clf_cfg: ClassifierConfig, backbone: str, seed: int = 0,
-                          real_cfg: RealModelConfig = RealModelConfig()) -> dict:
-    """The real-photo model and the combination (detector/evidence.py), on the classifier's own split.
+                          real_cfg: RealModelConfig = RealModelConfig(),
+                          copies: tuple[np.ndarray, np.ndarray] | None = None,
+                          probe_extra: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """The real-photo model, the linear probe and the combination (detector/evidence.py), on the classifier's own
+    split.
 
-    The real-photo model is fitted on the photos of the classifier's fit part (photos only). The calibration
-    part is halved at random: one half of its photos is the reference the tail probabilities are measured
-    against; the other half, with the calibration fakes, fits the sigmoid and sets the threshold.
+    The real-photo model is fitted on the photos of the classifier's fit part (photos only), the probe on all of
+    its fit part (and `probe_extra` = (appearance, labels) of more images, when given). The calibration part is
+    halved at random: one half of its photos is the reference the tail probabilities are measured against (with
+    their laundered copies, `copies` = (feature rows, appearance) in `reference_indices` order, when given); the
+    other half, with the calibration fakes, fits the sigmoid and sets the threshold.
     """
+    from .scoring import degradation_columns
+
     fit_idx, cal_idx = split_indices(y, clf_cfg)
     real_model = fit_real_model(A[fit_idx][y[fit_idx] == 0], cfg=real_cfg, backbone=backbone)
-    rng = np.random.default_rng(seed)
-    cal_real = cal_idx[y[cal_idx] == 0]
-    ref = np.sort(rng.permutation(cal_real)[: len(cal_real) // 2])
+    A_probe, y_probe = A[fit_idx], y[fit_idx]
+    if probe_extra is not None:
+        A_probe, y_probe = np.concatenate([A_probe, probe_extra[0]]), np.concatenate([y_probe, probe_extra[1]])
+    probe = fit_probe(A_probe, y_probe, backbone=backbone, seed=seed)
+    ref = reference_indices(y, clf_cfg, seed=seed)
     cal = np.setdiff1d(cal_idx, ref)
-    decision = JsonClassifier(spec_clf).decision(X)
-    photo = RealPhotoModel(real_model).score(A)
-    return fit_evidence(decision_ref=decision[ref], photo_ref=photo[ref], decision_cal=decision[cal],
-                        photo_cal=photo[cal], y_cal=y[cal], real_model=real_model, target_fpr=clf_cfg.target_fpr,
-                        tail_fraction=real_cfg.tail_fraction)
+    clf = JsonClassifier(spec_clf)
+    X_ref, A_ref = X[ref], A[ref]
+    if copies is not None:
+        X_ref, A_ref = np.concatenate([X_ref, copies[0]]), np.concatenate([A_ref, copies[1]])
+
+    photo_model, probe_model = RealPhotoModel(real_model), ProbeModel(probe)
+
+    def scores(X_, A_):
+        return {"generator": clf.decision(X_), "photos": photo_model.score(A_), "probe": probe_model.score(A_)}
+
+    return fit_evidence(ref=scores(X_ref, A_ref), cal=scores(X[cal], A[cal]), y_cal=y[cal], real_model=real_model,
+                        probe=probe, target_fpr=clf_cfg.target_fpr, ref_degradation=degradation_columns(X_ref, clf),
+                        cal_degradation=degradation_columns(X[cal], clf), tail_fraction=real_cfg.tail_fraction)
 
 
 def write_spec(path: str | Path, spec: dict) -> None:

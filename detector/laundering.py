@@ -31,6 +31,13 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     return _from_pil(Image.open(buf), x.shape[0])
 
 
+def webp(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Lossy WebP at a quality (another codec than JPEG: never used in fitting, a held-out laundering)."""
+    buf = io.BytesIO()
+    _to_pil(x).save(buf, format="WEBP", quality=int(quality))
+    return _from_pil(Image.open(buf), x.shape[0])
+
+
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _from_pil(_to_pil(x).filter(ImageFilter.GaussianBlur(radius=float(sigma))), x.shape[0])
 
@@ -50,7 +57,14 @@ def noise(x: torch.Tensor, sigma: float, *, seed: int = 0) -> torch.Tensor:
     return to_float(to_uint8(noisy))
 
 
-LAUNDERINGS = {"jpeg": jpeg, "blur": blur, "resize": resize, "noise": noise}
+def resize_jpeg(x: torch.Tensor, factor: float, quality: int = 70) -> torch.Tensor:
+    """Down-up resize by `factor`, then JPEG at `quality`: two launderings in a row, as a re-shared image gets
+    (fitting images get one at most)."""
+    return jpeg(resize(x, factor), quality)
+
+
+LAUNDERINGS = {"jpeg": jpeg, "webp": webp, "blur": blur, "resize": resize, "noise": noise,
+               "resize_jpeg": resize_jpeg}
 
 
 def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
@@ -63,9 +77,19 @@ def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
     return torch.stack([fn(img, strength) for img in x])
 
 
-def random_launder(x: torch.Tensor, *, prob: float, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-    """With probability `prob` per image, one random perturbation: JPEG q60-100, Gaussian blur sigma 0.3-1.0,
-    or down-up resize x0.5-0.9. Returns the images and what was done to each."""
+# What a fitting image may go through: (low, high) strength per kind, drawn uniformly.
+FIT_RANGES = {"jpeg": (60, 100), "blur": (0.3, 1.0), "resize": (0.5, 0.9)}
+# Wider, for the reference photos the evidence's tail probabilities and threshold are measured against
+# (detector/evidence.py): a user's photos arrive re-encoded harder, blurred or shrunk more, and noisy.
+REFERENCE_RANGES = {"jpeg": (40, 100), "blur": (0.3, 1.5), "resize": (0.4, 0.9), "noise": (0.005, 0.03)}
+
+
+def random_launder(x: torch.Tensor, *, prob: float, generator: torch.Generator,
+                   ranges: dict[str, tuple[float, float]] = FIT_RANGES) -> tuple[torch.Tensor, list[str]]:
+    """With probability `prob` per image, one random perturbation: a kind of `ranges` (default JPEG q60-100,
+    Gaussian blur sigma 0.3-1.0, or down-up resize x0.5-0.9) at a uniform strength in its range. Returns the
+    images and what was done to each."""
+    kinds = list(ranges)
     out, what = [], []
     for img in x:
         u = torch.rand(3, generator=generator).tolist()
@@ -73,8 +97,12 @@ def random_launder(x: torch.Tensor, *, prob: float, generator: torch.Generator) 
             out.append(img)
             what.append("clean")
             continue
-        kind = ("jpeg", "blur", "resize")[min(2, int(u[1] * 3))]
-        strength = {"jpeg": 60 + round(40 * u[2]), "blur": 0.3 + 0.7 * u[2], "resize": 0.5 + 0.4 * u[2]}[kind]
-        out.append(apply(img, kind, strength))
+        kind = kinds[min(len(kinds) - 1, int(u[1] * len(kinds)))]
+        lo, hi = ranges[kind]
+        strength = lo + round((hi - lo) * u[2]) if kind == "jpeg" else lo + (hi - lo) * u[2]
+        if kind == "noise":  # its draw seeded from this generator, so that a copy is reproducible
+            out.append(noise(img, strength, seed=int(torch.randint(2**31, (1,), generator=generator))))
+        else:
+            out.append(apply(img, kind, strength))
         what.append(f"{kind}:{strength:.2f}" if kind != "jpeg" else f"jpeg:{strength}")
     return torch.stack(out), what

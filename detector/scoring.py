@@ -88,6 +88,15 @@ class _Scored:
     attribution: np.ndarray | None = None  # [N, K] class probabilities (attribution detectors)
 
 
+def degradation_columns(X: np.ndarray, classifier: JsonClassifier) -> np.ndarray | None:
+    """[N, 2] estimated (blur sigma, scale) of feature rows X, for the evidence's strata; None when the features
+    have no degradation estimate (a detector fitted without the degradation search)."""
+    names = classifier.feature_names
+    if "deg_blur_sigma" not in names or "deg_scale" not in names:
+        return None
+    return np.asarray(X, dtype=np.float64)[:, [names.index("deg_blur_sigma"), names.index("deg_scale")]]
+
+
 class DetectorError(RuntimeError):
     """A detector file is unusable (missing parts, mismatched bundle, encoder or perceptual backend)."""
 
@@ -106,7 +115,8 @@ class ScoreResult:
     degradation: dict[str, float] | None = None  # estimated (degradation-aware detectors): blur_sigma, scale
     reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
-                                                         # evidence ('generator', 'photos'; detector/evidence.py)
+                                                         # evidence ('generator', 'photos', 'probe';
+                                                         # detector/evidence.py)
     stage: str | None = None  # with a cascade: 'first' (decided on the encoder's guess) or 'refined'
     attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
                                                   # and 'none' (detector/attribution.py)
@@ -284,7 +294,7 @@ class Detector:
                 "degradations": [list(d) for d in self.feature_cfg.degradations],
                 "threshold": self.threshold,
                 "target_fpr": (self.spec.get("evidence") or self.spec["classifier"]).get("target_fpr"),
-                "evidence": ["generator", "photos"] if self.evidence else ["generator"],
+                "evidence": list(self.evidence.names) if self.evidence else ["generator"],
                 "cascade": None if self.first_stage is None else
                 {"band": self.first_stage.spec["band"], "held_out": self.first_stage.spec.get("held_out")},
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
@@ -327,13 +337,13 @@ class Detector:
         if self.evidence is None:
             p = self.classifier.predict_proba(X)
             nan = np.full(len(p), np.nan)
-            return Evidence(p_fake=p, q_generator=nan, q_photos=nan)
+            return Evidence(p_fake=p, q={"generator": nan})
         A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
-        return self.evidence.evaluate(self.classifier.decision(X), A)
+        return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier))
 
     def first_stage_probabilities(self, X1: np.ndarray, appearance: np.ndarray) -> Evidence:
         fs = self.first_stage
-        return fs.evidence.evaluate(fs.classifier.decision(X1), appearance)
+        return fs.evidence.evaluate(fs.classifier.decision(X1), appearance, degradation_columns(X1, fs.classifier))
 
     def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor | None, *,
                               appearance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -427,8 +437,10 @@ class Detector:
             for k, i in enumerate(rest):
                 rows[i] = (1, k)
                 timings[i].update({**fb.timings_ms, "classify": ms2})
-                for name in ("p_fake", "q_generator", "q_photos", "photo_score"):
-                    getattr(ev, name)[i] = getattr(ev2, name)[k]
+                ev.p_fake[i], ev.photo_score[i] = ev2.p_fake[k], ev2.photo_score[k]
+                ev.q = {e: ev.q.get(e, np.ones(N)) for e in ev2.q}  # the refined stage may weigh more evidence
+                for e, q in ev2.q.items():
+                    ev.q[e][i] = q[k]
         return _Scored(ev=ev, stage1=decided, batches=batches, rows=rows, timings=timings)
 
     @staticmethod
@@ -466,8 +478,7 @@ class Detector:
                 source=(sources[i] if sources else f"image{i}"), p_fake=float(p[i]),
                 verdict=self.policy.verdict(float(p[i]), self.threshold, warnings),
                 threshold=self.threshold, reasons=self.reasons(sc.ev, i),
-                tail_probabilities=None if self.evidence is None else
-                {"generator": float(sc.ev.q_generator[i]), "photos": float(sc.ev.q_photos[i])},
+                tail_probabilities=None if self.evidence is None else sc.ev.tail_probabilities(i),
                 model_id=self.model_id, features=dict(zip(fb.names, map(float, x), strict=True)),
                 timings_ms=timings, warnings=warnings,
                 degradation=fb.degradations[k] if fb.degradations else None,

@@ -59,7 +59,7 @@ def test_detect_multipart_and_raw(client):
     assert {"decode", "encode", "refine", "features", "classify"} <= set(t) and body["warnings"] == []
     assert t["total"] == pytest.approx(sum(v for k, v in t.items() if k != "total"), abs=0.05)
     # the evidence that drove the verdict: named when it is 'fake', with both tail probabilities
-    assert set(body["tail_probabilities"]) == {"generator", "photos"}
+    assert set(body["tail_probabilities"]) == {"generator", "photos", "probe"}
     assert bool(body["reasons"]) == (body["verdict"] == "fake")
     assert set(body["reasons"]) <= {"reproduced like this generator's samples", "unlike real photos"}
     raw = client.post("/v1/detect?explain=true", content=GOOD, headers={"content-type": "image/png"})

@@ -207,7 +207,8 @@ def test_feature_cache_hits_and_misses(tiny_detector, tmp_path, monkeypatch):
     from detector import fit
 
     path, det = tiny_detector
-    n_batches = 2 * (96 // 24)  # the fixture fitted 96 photos and 96 samples in batches of 24
+    # the fixture fitted 96 photos and 96 samples in batches of 24, then the reference photos' laundered copies
+    n_batches = 2 * (96 // 24) + 1
     assert len(list((path / "cache").glob("*.npz"))) == n_batches and not list((path / "cache").glob("*.tmp"))
     x = fit.quantize(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
@@ -271,7 +272,7 @@ def test_stability_checks_make_a_flipping_verdict_uncertain(tiny_detector, monke
     def proba(X, images, appearance=None):  # the input scores far over the threshold; every copy far under it
         calls["proba"] += 1
         p = np.full(len(X), 0.999 if calls["proba"] == 1 else 0.0)
-        return Evidence(p_fake=p, q_generator=1 - p, q_photos=np.ones(len(X)))
+        return Evidence(p_fake=p, q={"generator": 1 - p, "photos": np.ones(len(X))})
 
     monkeypatch.setattr(scoring, "extract_features", counting_extract)
     monkeypatch.setattr(det, "policy", VerdictPolicy(stability_checks=3))

@@ -1,5 +1,6 @@
-"""The real-photo model and the combined evidence: numpy serving equals scikit-learn, tail probabilities behave,
-and images that only one kind of evidence catches are flagged, with that evidence named."""
+"""The real-photo model, the linear probe and the combined evidence: numpy serving equals scikit-learn, tail
+probabilities behave, images that only one kind of evidence catches are flagged with that evidence named, and
+the degradation strata keep degraded photos at the target false-positive rate."""
 
 import json
 
@@ -10,10 +11,13 @@ import torch
 from detector.evidence import (
     REASON_GENERATOR,
     REASON_PHOTOS,
+    REASON_PROBE,
     EvidenceModel,
+    ProbeModel,
     RealModelConfig,
     RealPhotoModel,
     fit_evidence,
+    fit_probe,
     fit_real_model,
     tail_probability,
     tail_reference,
@@ -33,6 +37,76 @@ def test_real_photo_model_matches_scikit_learn():
     Y = rng.normal(size=(50, 12)) * 3
     np.testing.assert_allclose(RealPhotoModel(spec).score(Y), -gm.score_samples(pca.transform(Y)), rtol=1e-8)
     assert spec["n_components"] == 6 and spec["mixture"] == 3
+
+
+def test_probe_matches_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    A = np.r_[rng.normal(size=(150, 8)), rng.normal(size=(150, 8)) + [1.5, 0, 0, 0, 0, 0, 0, -1]] * 3 + 2
+    y = np.r_[np.zeros(150), np.ones(150)]
+    spec = json.loads(json.dumps(fit_probe(A, y, backbone="test")))
+    scaler = StandardScaler().fit(A)
+    lr = LogisticRegression(C=spec["C"], max_iter=5000).fit(scaler.transform(A), y)
+    B = rng.normal(size=(40, 8)) * 4
+    np.testing.assert_allclose(ProbeModel(spec).score(B), lr.decision_function(scaler.transform(B)), rtol=1e-6,
+                               atol=1e-8)
+    assert spec["cv_auc"] > 0.8 and spec["n"] == {"real": 150, "fake": 150}
+    with pytest.raises(ValueError, match="too few images"):
+        fit_probe(A[:15], y[:15], backbone="test")
+
+
+def test_strata_keep_degraded_photos_at_the_target_rate():
+    """Degraded photos look more generator-like (their decisions shift up), and few calibration photos are
+    degraded. Measured against a pooled reference, a set of degraded photos is flagged far above the target; with
+    the strata each kind of photo is compared with its own kind."""
+    from detector.evidence import combined_statistic
+
+    rng = np.random.default_rng(7)
+    real_model = fit_real_model(rng.normal(size=(200, 4)), backbone="test")  # stands in; scores are given below
+
+    def photos(n, share):  # a share of them degraded (blur sigma 1.5): decisions shifted up by 3
+        deg = np.c_[np.where(rng.random(n) < share, 1.5, 0.0), np.ones(n)]
+        return {"generator": rng.normal(size=n) + 3.0 * (deg[:, 0] > 0), "photos": rng.normal(size=n)}, deg
+
+    ref, ref_deg = photos(800, 0.25)  # the reference photos and their laundered copies
+    cal_ph, cal_deg = photos(600, 0.1)
+    fakes = {"generator": rng.normal(7, 1, 600), "photos": rng.normal(size=600)}
+    cal = {k: np.r_[cal_ph[k], fakes[k]] for k in cal_ph}
+    cal_deg = np.r_[cal_deg, cal_deg]
+    y = np.r_[np.zeros(600), np.ones(600)]
+    rates = {}
+    for strata in (True, False):
+        spec = fit_evidence(ref=ref, cal=cal, y_cal=y, real_model=real_model, target_fpr=0.02,
+                            ref_degradation=ref_deg if strata else None, cal_degradation=cal_deg if strata else None)
+        ev = EvidenceModel(json.loads(json.dumps(spec)))
+        assert ("strata" in spec) == strata and set(spec["sizes"]["reference"]) == (
+            {"sharp", "degraded"} if strata else {"all"})
+        rates[strata] = []
+        for share in (0.0, 1.0):  # a set of sharp photos, a set of degraded ones
+            fresh, fresh_deg = photos(4000, share)
+            q = ev.tail_probabilities(fresh, fresh_deg if strata else None)
+            rates[strata].append((ev.probability(combined_statistic(*q.values())) > ev.threshold).mean())
+    assert max(rates[True]) <= 0.05  # both kinds near the 2% target
+    assert rates[False][1] > 3 * max(rates[True])  # pooled: the degraded photos flagged far more often
+
+
+def test_two_evidence_files_still_load():
+    """A spec written before the probe and the strata (a flat reference, no evidence list) scores as before."""
+    rng = np.random.default_rng(8)
+    real_model = fit_real_model(rng.normal(size=(200, 4)), backbone="test")
+    ref = {"generator": rng.normal(size=300), "photos": rng.normal(size=300)}
+    cal = {"generator": np.r_[rng.normal(size=300), rng.normal(4, 1, 300)], "photos": rng.normal(size=600)}
+    spec = fit_evidence(ref=ref, cal=cal, y_cal=np.r_[np.zeros(300), np.ones(300)], real_model=real_model,
+                        target_fpr=0.01)
+    old = {k: v for k, v in spec.items() if k not in ("evidences", "sizes")}
+    old["reference"] = spec["reference"]["all"]
+    A = rng.normal(size=(20, 4))
+    d = rng.normal(size=20) * 3
+    new_ev, old_ev = EvidenceModel(spec).evaluate(d, A), EvidenceModel(old).evaluate(d, A, np.ones((20, 2)))
+    np.testing.assert_array_equal(new_ev.p_fake, old_ev.p_fake)
+    assert set(old_ev.q) == {"generator", "photos"}
 
 
 def test_real_photo_model_shrinks_with_few_photos_and_refuses_too_few():
@@ -71,9 +145,9 @@ def test_combined_evidence_flags_both_kinds_and_names_the_reason():
     ref, _, _ = _sets(rng, 600)
     cal_photos, cal_own, _ = _sets(rng, 600)
     real_model = fit_real_model(rng.normal(size=(200, 4)), backbone="test")  # stands in; scores are given below
-    spec = fit_evidence(decision_ref=ref[:, 0], photo_ref=ref[:, 1],
-                        decision_cal=np.r_[cal_photos[:, 0], cal_own[:, 0]],
-                        photo_cal=np.r_[cal_photos[:, 1], cal_own[:, 1]],
+    spec = fit_evidence(ref={"generator": ref[:, 0], "photos": ref[:, 1]},
+                        cal={"generator": np.r_[cal_photos[:, 0], cal_own[:, 0]],
+                             "photos": np.r_[cal_photos[:, 1], cal_own[:, 1]]},
                         y_cal=np.r_[np.zeros(600), np.ones(600)], real_model=real_model, target_fpr=0.02)
     ev = EvidenceModel(json.loads(json.dumps(spec)))
     photos, own, other = _sets(np.random.default_rng(4), 2000)  # fresh images
@@ -81,7 +155,8 @@ def test_combined_evidence_flags_both_kinds_and_names_the_reason():
     def judge(s):
         from detector.evidence import combined_statistic
 
-        qg, qp = tail_probability(ev.refs["generator"], s[:, 0]), tail_probability(ev.refs["photos"], s[:, 1])
+        ref = ev.refs["all"]  # one stratum: no degradation given
+        qg, qp = tail_probability(ref["generator"], s[:, 0]), tail_probability(ref["photos"], s[:, 1])
         return ev.probability(combined_statistic(qg, qp)), qg, qp
 
     p_photos, _, _ = judge(photos)
@@ -99,7 +174,7 @@ def test_combined_evidence_flags_both_kinds_and_names_the_reason():
     A = rng.normal(size=(5, 4))
     out = ev.evaluate(np.zeros(5), A)
     np.testing.assert_allclose(out.photo_score, ev.real_model.score(A))
-    np.testing.assert_allclose(out.q_photos, tail_probability(ev.refs["photos"], ev.real_model.score(A)))
+    np.testing.assert_allclose(out.q["photos"], tail_probability(ev.refs["all"]["photos"], ev.real_model.score(A)))
 
 
 def test_detector_reports_reasons_and_old_files_still_score(tiny_detector, tmp_path):
@@ -109,16 +184,16 @@ def test_detector_reports_reasons_and_old_files_still_score(tiny_detector, tmp_p
     from gan_inversion.data import to_uint8
 
     folder, det = tiny_detector
-    assert det.evidence is not None and det.info["evidence"] == ["generator", "photos"]
+    assert det.evidence is not None and det.info["evidence"] == ["generator", "photos", "probe"]
     with torch.no_grad():
         fake = det.G(torch.randn(4, det.G.z_dim, generator=torch.Generator().manual_seed(3)))
     photos = torch.randint(0, 256, (4, 1, 16, 16), generator=torch.Generator().manual_seed(9)).float() / 127.5 - 1
     res = det.score_tensors(torch.cat([to_uint8(fake).float() / 127.5 - 1, photos]))
     for r in res:
         d = r.to_dict()
-        assert set(d["tail_probabilities"]) == {"generator", "photos"}
+        assert set(d["tail_probabilities"]) == {"generator", "photos", "probe"}
         assert (r.verdict == "fake") == bool(r.reasons) or r.verdict == "uncertain"
-        assert set(r.reasons) <= {REASON_GENERATOR, REASON_PHOTOS}
+        assert set(r.reasons) <= {REASON_GENERATOR, REASON_PHOTOS, REASON_PROBE}
     spec = json.loads((folder / "det.json").read_text())
     spec.pop("evidence")
     (tmp_path / "old.json").write_text(json.dumps({**spec, "bundle": {**spec["bundle"],

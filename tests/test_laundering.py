@@ -30,3 +30,19 @@ def test_random_launder_reports_what_it_did():
     assert len(what) == 20 and "clean" in what and any(w != "clean" for w in what)
     for img_in, img_out, w in zip(x, y, what, strict=True):
         assert torch.equal(img_in, img_out) == (w == "clean")
+
+
+def test_random_launder_takes_other_ranges_and_is_reproducible():
+    x = torch.cat([_img(i) for i in range(10)])
+    ranges = laundering.REFERENCE_RANGES
+    y1, what = laundering.random_launder(x, prob=1.0, generator=torch.Generator().manual_seed(1), ranges=ranges)
+    y2, _ = laundering.random_launder(x, prob=1.0, generator=torch.Generator().manual_seed(1), ranges=ranges)
+    assert torch.equal(y1, y2)  # noise draws included
+    assert "clean" not in what and {w.split(":")[0] for w in what} <= set(ranges)
+    for w in what:
+        kind, strength = w.split(":")
+        lo, hi = ranges[kind]
+        assert lo <= float(strength) <= hi
+    only_noise, what = laundering.random_launder(x, prob=1.0, generator=torch.Generator().manual_seed(2),
+                                                 ranges={"noise": (0.02, 0.02)})
+    assert all(w == "noise:0.02" for w in what) and not torch.equal(only_noise, x)
