@@ -228,14 +228,16 @@ def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_ca
 @dataclass
 class Evidence:
     p_fake: np.ndarray                # [N] calibrated
-    q: dict[str, np.ndarray]          # per evidence [N]: share of reference photos at least as extreme
+    q: dict[str, np.ndarray]          # per evidence [N]: share of reference photos at least as extreme (NaN:
+                                      # not weighed for that image)
     photo_score: np.ndarray | None = None  # [N] the real-photo model's NLL (higher: less like photos)
 
     def reasons(self, i: int, q_star: float) -> list[str]:
         return [REASONS[k] for k, q in self.q.items() if q[i] <= q_star]
 
     def tail_probabilities(self, i: int) -> dict[str, float]:
-        return {k: float(q[i]) for k, q in self.q.items()}
+        """Image i's tail probabilities (an evidence its stage did not weigh, NaN, is left out)."""
+        return {k: float(q[i]) for k, q in self.q.items() if not np.isnan(q[i])}
 
 
 class EvidenceModel:

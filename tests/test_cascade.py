@@ -123,6 +123,10 @@ def test_each_image_is_decided_by_one_stage_independently_of_its_batch(cascaded,
         expect = first[i] if r.stage == "first" else ref[r.source]
         assert r.p_fake == pytest.approx(expect.p_fake, abs=1e-6)
         assert r.to_dict()["stage"] == r.stage
+        # each stage reports the evidence it weighed: the first stage has no probe, the refined one has it
+        assert set(r.tail_probabilities) == ({"generator", "photos"} if r.stage == "first"
+                                             else {"generator", "photos", "probe"})
+        assert set(r.tail_probabilities) == set(alone.tail_probabilities)
     assert {r.stage for r in mixed} == {"first", "refined"} or len(set(p_first)) == 1
 
 
