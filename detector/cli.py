@@ -280,7 +280,7 @@ def add_commands(sub) -> None:
                    help="with --degradation-aware: steps per candidate before the best continues (default "
                         "%(default)s: about 2x the plain cost; -1: every candidate refined fully, 6x)")
     s.add_argument("--no-real-model", action="store_true",
-                   help="the generator-specific classifier alone, without the one-class model of real photos")
+                   help="the generator-specific classifier alone, without the real-photo model and the linear probe")
     s.add_argument("--n-real", type=int, default=2000)
     s.add_argument("--n-fake", type=int, default=2000)
     s.add_argument("--launder-prob", type=float, default=0.5)
