@@ -190,9 +190,7 @@ def main(argv=None) -> int:
         X, fnames = features_for(images, desc=desc, **kw)
         A = appearance_features(det.perceptual, images) if det.evidence is not None else None
         ev = det.probabilities(X, images, appearance=A)
-        photo = ev.photo_score if ev.photo_score is not None else np.zeros(len(X))
-        probe = det.evidence.probe if det.evidence is not None else None
-        probe = probe.score(A) if probe is not None else np.zeros(len(X))
+        photo, probe = (ev.scores.get(e, np.zeros(len(X))) for e in ("photos", "probe"))
         p, X1, decided = ev.p_fake, None, None
         if det.first_stage is not None:  # as served: the cascade decides clear cases on the encoder's guess
             X1 = first_stage_features(det, images, cache_dir=DEFAULT_CACHE, desc=f"{desc} stage 1")

@@ -28,7 +28,7 @@ Serving evaluates the stored JSON with numpy (no pickle, no scikit-learn objects
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -175,12 +175,16 @@ def combined_statistic(*q: np.ndarray) -> np.ndarray:
     return -np.log(np.minimum.reduce(q))
 
 
-def degraded_stratum(degradation: np.ndarray | None, n: int) -> np.ndarray:
-    """[N] bool: the estimated degradation [N, 2] (blur sigma, scale) is at least DEGRADED_STRATUM's."""
-    if degradation is None:
-        return np.zeros(n, dtype=bool)
-    d = np.asarray(degradation, dtype=np.float64)
-    return (d[:, 0] >= DEGRADED_STRATUM["blur_sigma_min"] - 1e-6) | (d[:, 1] <= DEGRADED_STRATUM["scale_max"] + 1e-6)
+def stratum_masks(degradation: np.ndarray | None, n: int, split: bool) -> dict[str, np.ndarray]:
+    """The strata's row masks: {"sharp", "degraded"} when split, else {"all"}. Degraded: the estimated
+    degradation [N, 2] (blur sigma, scale; None: undegraded) is at least DEGRADED_STRATUM's."""
+    if not split:
+        return {"all": np.ones(n, dtype=bool)}
+    deg = np.zeros(n, dtype=bool)
+    if degradation is not None:
+        d = np.asarray(degradation, dtype=np.float64)
+        deg = (d[:, 0] >= DEGRADED_STRATUM["blur_sigma_min"] - 1e-6) | (d[:, 1] <= DEGRADED_STRATUM["scale_max"] + 1e-6)
+    return {"sharp": ~deg, "degraded": deg}
 
 
 # --------------------------------------------------------------------------- fitting and serving
@@ -200,10 +204,9 @@ def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_ca
 
     names = ["generator", "photos"] + (["probe"] if probe is not None else [])
     n_ref = len(ref["generator"])
-    deg = degraded_stratum(ref_degradation, n_ref)
-    strata = {"all": np.ones(n_ref, dtype=bool)}
-    if ref_degradation is not None and min(deg.sum(), (~deg).sum()) >= MIN_STRATUM:
-        strata = {"sharp": ~deg, "degraded": deg}
+    strata = stratum_masks(ref_degradation, n_ref, split=ref_degradation is not None)
+    if min(m.sum() for m in strata.values()) < MIN_STRATUM:
+        strata = stratum_masks(None, n_ref, split=False)
     refs = {k: {e: tail_reference(np.asarray(ref[e])[m], tail_fraction=tail_fraction) for e in names}
             for k, m in strata.items()}
     spec = {"format": EVIDENCE_FORMAT, "evidences": names, "real_model": real_model,
@@ -230,7 +233,22 @@ class Evidence:
     p_fake: np.ndarray                # [N] calibrated
     q: dict[str, np.ndarray]          # per evidence [N]: share of reference photos at least as extreme (NaN:
                                       # not weighed for that image)
-    photo_score: np.ndarray | None = None  # [N] the real-photo model's NLL (higher: less like photos)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # per evidence [N]: its raw score (higher:
+                                                                  # more suspicious)
+
+    @property
+    def photo_score(self) -> np.ndarray | None:
+        """[N] the real-photo model's NLL (higher: less like photos), when there is one."""
+        return self.scores.get("photos")
+
+    def update(self, rows: np.ndarray, other: Evidence) -> None:
+        """Rows `rows` take `other`'s rows, in order, with every evidence `other` weighed (a cascade's refined
+        images; an evidence only one stage weighs is NaN for the other stage's images)."""
+        n = len(self.p_fake)
+        self.p_fake[rows] = other.p_fake
+        for own, new in ((self.q, other.q), (self.scores, other.scores)):
+            for e, v in new.items():
+                own.setdefault(e, np.full(n, np.nan))[rows] = v
 
     def reasons(self, i: int, q_star: float) -> list[str]:
         return [REASONS[k] for k, q in self.q.items() if q[i] <= q_star]
@@ -275,13 +293,8 @@ class EvidenceModel:
     def tail_probabilities(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None
                            ) -> dict[str, np.ndarray]:
         n = len(scores["generator"])
-        if self.strata is None:
-            strata = {"all": np.ones(n, dtype=bool)}
-        else:
-            deg = degraded_stratum(degradation, n)
-            strata = {"sharp": ~deg, "degraded": deg}
         q = {e: np.ones(n) for e in self.names}
-        for k, m in strata.items():
+        for k, m in stratum_masks(degradation, n, split=self.strata is not None).items():
             for e in self.names:
                 q[e][m] = tail_probability(self.refs[k][e], np.asarray(scores[e])[m])
         return q
@@ -291,4 +304,4 @@ class EvidenceModel:
         """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded)."""
         s = self.scores(decision, appearance)
         q = self.tail_probabilities(s, degradation)
-        return Evidence(p_fake=self.probability(combined_statistic(*q.values())), q=q, photo_score=s["photos"])
+        return Evidence(p_fake=self.probability(combined_statistic(*q.values())), q=q, scores=s)

@@ -434,13 +434,10 @@ class Detector:
             ev2 = self.probabilities(fb.values.numpy(), None, appearance=A[rest])
             ms2 = 1000 * (time.perf_counter() - t0) / len(rest)
             batches.append(fb)
-            ev.q = {e: ev.q.get(e, np.full(N, np.nan)) for e in ev2.q}  # the refined stage may weigh more
+            ev.update(rest, ev2)
             for k, i in enumerate(rest):
                 rows[i] = (1, k)
                 timings[i].update({**fb.timings_ms, "classify": ms2})
-                ev.p_fake[i], ev.photo_score[i] = ev2.p_fake[k], ev2.photo_score[k]
-                for e, q in ev2.q.items():
-                    ev.q[e][i] = q[k]
         return _Scored(ev=ev, stage1=decided, batches=batches, rows=rows, timings=timings)
 
     @staticmethod
