@@ -91,7 +91,7 @@ def cmd_fit(args) -> int:
                                   else None),
         clf_cfg=ClassifierConfig(calibration=args.calibration, target_fpr=args.target_fpr),
         cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch,
-                      real_model=not args.no_real_model),
+                      real_model=not args.no_real_model, n_reference=args.n_reference),
         cache_dir=args.cache, device=device)
     c, ev = spec["classifier"], spec.get("evidence")
     print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "chosen": c["selection"],
@@ -283,6 +283,9 @@ def add_commands(sub) -> None:
                    help="the generator-specific classifier alone, without the real-photo model and the linear probe")
     s.add_argument("--n-real", type=int, default=2000)
     s.add_argument("--n-fake", type=int, default=2000)
+    s.add_argument("--n-reference", type=int, default=1000,
+                   help="train-split photos the fit does not use, each with a laundered copy, as the reference of the "
+                        "evidence's tail probabilities (0: half of the calibration photos)")
     s.add_argument("--launder-prob", type=float, default=0.5)
     s.add_argument("--calibration", default="sigmoid", choices=("sigmoid", "isotonic"))
     s.add_argument("--target-fpr", type=float, default=0.01)

@@ -12,16 +12,23 @@
    in the spirit of universal detectors (Ojha et al. 2023): what separates one generator's images from photos
    in pretrained features carries over to other generators better than the inversion does.
 
-Each score is turned into a tail probability under *reference photos* (held out from every fit): q = the share
-of photos at least as extreme (empirical in the body, an exponential tail fitted to the top 10% beyond it, so
-that scores past every reference photo still rank). The reference photos come with a laundered copy of each
+Each score is turned into a tail probability under *reference photos* (held out from every fit; by default 1,000
+train-split photos no fit uses, detector/fit.py): q = the share of photos at least as extreme (empirical in the
+body, an exponential tail fitted to the top 10% beyond it, so that scores past every reference photo still
+rank). The reference photos come with a laundered copy of each
 (JPEG, blur, resize, noise; detector/laundering.py REFERENCE_RANGES) and are split in two strata by the
 degradation the inversion estimated (degradation-aware detectors): an image the search finds strongly blurred or
 shrunk is compared with photos found so too, not with sharp ones, which keeps the false-positive rate of
-laundered photos near that of clean ones. The combined statistic is c = -log min_k q_k: an image is as
-suspicious as its most surprising evidence. A sigmoid of c, fitted (classes weighted equally) on held-out photos
-and the registered generator's samples, is the calibrated `p_fake`; the threshold is set on held-out photos at
-the target false-positive rate, and the reasons name every evidence whose q is below the threshold's.
+laundered photos near that of clean ones.
+
+Combining (`combine`): Fisher's statistic F = -sum_k log q_k, an image is as suspicious as all its evidence
+together. The evidences are correlated, so F is no chi-square; it gets its own tail probability under the
+reference photos of the image's stratum, q_F, and c = -log q_F. (Files written before use c = -log min_k q_k.)
+A sigmoid of c, fitted (classes weighted equally) on held-out photos and the registered generator's samples, is
+the calibrated `p_fake`. The threshold is set at the target false-positive rate twice, and the higher one kept:
+on the held-out photos, and on the reference photos (q_F = the target; each stratum's own rate). The reasons
+name every evidence that carries at least its equal share of the statistic the threshold needs: -log q_k >= F*/K
+(F*: the stratum's F at the threshold, K evidences), so an image over the threshold always has a reason.
 
 Serving evaluates the stored JSON with numpy (no pickle, no scikit-learn objects on the serving path).
 """
@@ -170,59 +177,89 @@ def tail_probability(ref: dict, v: np.ndarray) -> np.ndarray:
     return np.clip(np.where(v > u, tail, np.maximum(body, frac)), 1e-300, 1.0)
 
 
+def tail_quantile(ref: dict, q: float) -> float:
+    """The score whose tail probability is q (the inverse of `tail_probability`)."""
+    u, frac, beta = ref["tail_start"], ref["tail_fraction"], ref["tail_scale"]
+    if q < frac:
+        return float(u + beta * np.log(frac / max(q, 1e-300)))
+    return float(np.interp(1.0 - q, ref["levels"], ref["values"]))
+
+
 def combined_statistic(*q: np.ndarray) -> np.ndarray:
-    """c = -log min_k q_k over the evidences' tail probabilities."""
+    """c = -log min_k q_k over the evidences' tail probabilities (the rule of files without "combine")."""
     return -np.log(np.minimum.reduce(q))
 
 
-def stratum_masks(degradation: np.ndarray | None, n: int, split: bool) -> dict[str, np.ndarray]:
-    """The strata's row masks: {"sharp", "degraded"} when split, else {"all"}. Degraded: the estimated
-    degradation [N, 2] (blur sigma, scale; None: undegraded) is at least DEGRADED_STRATUM's."""
-    if not split:
+def fisher_statistic(*q: np.ndarray) -> np.ndarray:
+    """F = -sum_k log q_k over the evidences' tail probabilities."""
+    return -np.sum(np.log(np.stack(q)), axis=0)
+
+
+def stratum_masks(degradation: np.ndarray | None, n: int, strata: dict | None) -> dict[str, np.ndarray]:
+    """The strata's row masks: {"sharp", "degraded"} with `strata` (the bounds), else {"all"}. Degraded: the
+    estimated degradation [N, 2] (blur sigma, scale; None: undegraded) has blur sigma at least "blur_sigma_min"
+    or scale at most "scale_max"."""
+    if strata is None:
         return {"all": np.ones(n, dtype=bool)}
     deg = np.zeros(n, dtype=bool)
     if degradation is not None:
         d = np.asarray(degradation, dtype=np.float64)
-        deg = (d[:, 0] >= DEGRADED_STRATUM["blur_sigma_min"] - 1e-6) | (d[:, 1] <= DEGRADED_STRATUM["scale_max"] + 1e-6)
+        deg = (d[:, 0] >= strata["blur_sigma_min"] - 1e-6) | (d[:, 1] <= strata["scale_max"] + 1e-6)
     return {"sharp": ~deg, "degraded": deg}
 
 
 # --------------------------------------------------------------------------- fitting and serving
 def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_cal: np.ndarray, real_model: dict,
                  target_fpr: float, probe: dict | None = None, ref_degradation: np.ndarray | None = None,
-                 cal_degradation: np.ndarray | None = None, tail_fraction: float = 0.1) -> dict:
+                 cal_degradation: np.ndarray | None = None, combine: str = "fisher",
+                 tail_fraction: float = 0.1) -> dict:
     """The combination's JSON spec.
 
     ref / cal: each evidence's score ("generator": classifier decisions, "photos": real-model NLL, "probe": the
     probe's logit when `probe` is given) of reference photos (held out from every fit) and of calibration images
     with y_cal (0 photo, 1 fake), for the sigmoid and the threshold. *_degradation: the estimated (blur sigma,
-    scale) of each, for the strata (None: one stratum).
+    scale) of each [N, 2], for the strata (None: one stratum). combine: "fisher" or "min" (module docstring).
+    The threshold is the calibration photos' at the target false-positive rate; with Fisher's rule, at least
+    where an image is more extreme than all but that share of the reference photos of its stratum.
     """
     from sklearn.linear_model import LogisticRegression
 
     from .classifier import threshold_at_fpr
 
+    if combine not in ("fisher", "min"):
+        raise ValueError(f"unknown combining rule {combine!r} (fisher or min)")
     names = ["generator", "photos"] + (["probe"] if probe is not None else [])
     n_ref = len(ref["generator"])
-    strata = stratum_masks(ref_degradation, n_ref, split=ref_degradation is not None)
-    if min(m.sum() for m in strata.values()) < MIN_STRATUM:
-        strata = stratum_masks(None, n_ref, split=False)
+    layout = dict(DEGRADED_STRATUM) if ref_degradation is not None else None
+    if min(m.sum() for m in stratum_masks(ref_degradation, n_ref, layout).values()) < MIN_STRATUM:
+        layout = None
+    strata = stratum_masks(ref_degradation, n_ref, layout)
     refs = {k: {e: tail_reference(np.asarray(ref[e])[m], tail_fraction=tail_fraction) for e in names}
             for k, m in strata.items()}
     spec = {"format": EVIDENCE_FORMAT, "evidences": names, "real_model": real_model,
             **({"probe": probe} if probe is not None else {}), "reference": refs,
-            **({"strata": DEGRADED_STRATUM} if len(strata) > 1 else {}),
+            **({"strata": layout} if layout is not None else {}),
             "sigmoid": {"a": 1.0, "b": 0.0}, "threshold": 0.5, "target_fpr": target_fpr}
+    if combine == "fisher":  # the second-level reference: Fisher's statistic of the same photos, per stratum
+        q_ref = EvidenceModel(spec).tail_probabilities(ref, ref_degradation)
+        f_ref = fisher_statistic(*q_ref.values())
+        spec["combine"] = {"rule": "fisher", "reference": {
+            k: tail_reference(f_ref[m], tail_fraction=tail_fraction) for k, m in strata.items()}}
     ev = EvidenceModel(spec)
-    c = combined_statistic(*ev.tail_probabilities(cal, cal_degradation).values())
+    c = ev.statistic(ev.tail_probabilities(cal, cal_degradation), cal_degradation)
     y_cal = np.asarray(y_cal, dtype=np.int64)
     lr = LogisticRegression(C=1e4, max_iter=1000, class_weight="balanced").fit(c[:, None], y_cal)
     a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     if a <= 0:
         raise ValueError("the combined evidence does not separate the calibration images (slope <= 0)")
     spec["sigmoid"] = {"a": a, "b": b}
-    p = EvidenceModel(spec).probability(c)
-    spec["threshold"] = threshold_at_fpr(p[y_cal == 0], target_fpr)
+    ev = EvidenceModel(spec)
+    p = ev.probability(c)
+    spec["threshold_calibration"] = threshold_at_fpr(p[y_cal == 0], target_fpr)
+    spec["threshold"] = spec["threshold_calibration"]
+    if combine == "fisher":  # q_F = target_fpr: c = -log target_fpr
+        spec["threshold_reference"] = float(ev.probability(-np.log(target_fpr)))
+        spec["threshold"] = max(spec["threshold"], spec["threshold_reference"])
     spec["sizes"] = {"reference": {k: int(m.sum()) for k, m in strata.items()},
                      "calibration": {"real": int((y_cal == 0).sum()), "fake": int((y_cal == 1).sum())}}
     return spec
@@ -235,6 +272,8 @@ class Evidence:
                                       # not weighed for that image)
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # per evidence [N]: its raw score (higher:
                                                                   # more suspicious)
+    q_reason: np.ndarray | None = None  # [N] an evidence with q at or below it is named among the reasons (0:
+                                        # none, an image below the threshold)
 
     @property
     def photo_score(self) -> np.ndarray | None:
@@ -249,9 +288,16 @@ class Evidence:
         for own, new in ((self.q, other.q), (self.scores, other.scores)):
             for e, v in new.items():
                 own.setdefault(e, np.full(n, np.nan))[rows] = v
+        if other.q_reason is not None:
+            if self.q_reason is None:
+                self.q_reason = np.zeros(n)
+            self.q_reason[rows] = other.q_reason
 
-    def reasons(self, i: int, q_star: float) -> list[str]:
-        return [REASONS[k] for k, q in self.q.items() if q[i] <= q_star]
+    def reasons(self, i: int) -> list[str]:
+        """The evidence that drove image i over its threshold (module docstring); none for an image below it."""
+        if self.q_reason is None:
+            return []
+        return [REASONS[k] for k, q in self.q.items() if q[i] <= self.q_reason[i]]
 
     def tail_probabilities(self, i: int) -> dict[str, float]:
         """Image i's tail probabilities (an evidence its stage did not weigh, NaN, is left out)."""
@@ -260,7 +306,8 @@ class Evidence:
 
 class EvidenceModel:
     """Serving side of `fit_evidence`: classifier decisions, appearance features and the estimated degradation
-    -> Evidence. Files of the two-evidence format (one reference, no strata) still load."""
+    -> Evidence. Files of the earlier formats (two evidences, one reference, no strata, the minimum rule) still
+    load and score as they did."""
 
     def __init__(self, spec: dict):
         if spec.get("format") != EVIDENCE_FORMAT:
@@ -272,17 +319,16 @@ class EvidenceModel:
         refs = spec["reference"]
         self.refs = refs if "generator" not in refs else {"all": refs}  # {stratum: {evidence: tail reference}}
         self.strata = spec.get("strata")
+        self.combine = spec.get("combine", {"rule": "min"})
         self.a, self.b = float(spec["sigmoid"]["a"]), float(spec["sigmoid"]["b"])
         self.threshold = float(spec["threshold"])
 
     def probability(self, c: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.a * np.asarray(c) + self.b, -500, 500)))
 
-    def q_at_threshold(self, threshold: float | None = None) -> float:
-        """The tail probability an evidence must reach (at most) to drive a verdict over the threshold."""
+    def _c_at_threshold(self, threshold: float | None = None) -> float:
         t = min(max(self.threshold if threshold is None else threshold, 1e-12), 1 - 1e-12)
-        c_star = (np.log(t / (1 - t)) - self.b) / self.a
-        return float(np.exp(-max(c_star, 0.0)))
+        return max((np.log(t / (1 - t)) - self.b) / self.a, 0.0)
 
     def scores(self, decision: np.ndarray, appearance: np.ndarray) -> dict[str, np.ndarray]:
         out = {"generator": np.asarray(decision, dtype=np.float64), "photos": self.real_model.score(appearance)}
@@ -290,18 +336,50 @@ class EvidenceModel:
             out["probe"] = self.probe.score(appearance)
         return out
 
+    def _masks(self, degradation: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
+        return stratum_masks(degradation, n, self.strata)
+
     def tail_probabilities(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None
                            ) -> dict[str, np.ndarray]:
         n = len(scores["generator"])
         q = {e: np.ones(n) for e in self.names}
-        for k, m in stratum_masks(degradation, n, split=self.strata is not None).items():
+        for k, m in self._masks(degradation, n).items():
             for e in self.names:
                 q[e][m] = tail_probability(self.refs[k][e], np.asarray(scores[e])[m])
         return q
 
-    def evaluate(self, decision: np.ndarray, appearance: np.ndarray, degradation: np.ndarray | None = None
-                 ) -> Evidence:
-        """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded)."""
-        s = self.scores(decision, appearance)
-        q = self.tail_probabilities(s, degradation)
-        return Evidence(p_fake=self.probability(combined_statistic(*q.values())), q=q, scores=s)
+    def statistic(self, q: dict[str, np.ndarray], degradation: np.ndarray | None) -> np.ndarray:
+        """The combined statistic c [N] of the evidences' tail probabilities (module docstring)."""
+        if self.combine["rule"] == "min":
+            return combined_statistic(*q.values())
+        f = fisher_statistic(*q.values())
+        c = np.zeros(len(f))
+        for k, m in self._masks(degradation, len(f)).items():
+            c[m] = -np.log(tail_probability(self.combine["reference"][k], f[m]))
+        return c
+
+    def reason_levels(self, degradation: np.ndarray | None, n: int, threshold: float | None = None) -> np.ndarray:
+        """[N] the tail probability at or below which an evidence is named among an image's reasons."""
+        c_star = self._c_at_threshold(threshold)
+        if self.combine["rule"] == "min":
+            return np.full(n, np.exp(-c_star))
+        out = np.ones(n)
+        for k, m in self._masks(degradation, n).items():
+            f_star = tail_quantile(self.combine["reference"][k], float(np.exp(-c_star)))
+            out[m] = np.exp(-f_star / len(self.names))
+        return out
+
+    def evaluate(self, decision: np.ndarray, appearance: np.ndarray, degradation: np.ndarray | None = None, *,
+                 threshold: float | None = None) -> Evidence:
+        """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded).
+        Reasons at `threshold` (None: the fitted one)."""
+        return self.from_scores(self.scores(decision, appearance), degradation, threshold=threshold)
+
+    def from_scores(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None = None, *,
+                    threshold: float | None = None) -> Evidence:
+        """Evidence of the evidences' raw scores (`scores`)."""
+        q = self.tail_probabilities(scores, degradation)
+        p = self.probability(self.statistic(q, degradation))
+        over = p > (self.threshold if threshold is None else threshold)  # an image below it has no reason
+        return Evidence(p_fake=p, q=q, scores=scores,
+                        q_reason=np.where(over, self.reason_levels(degradation, len(p), threshold), 0.0))

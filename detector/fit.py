@@ -50,6 +50,10 @@ class FitConfig:
     batch: int = 50
     seed: int = 0
     real_model: bool = True     # also fit the real-photo model and the linear probe, and combine (detector/evidence.py)
+    n_reference: int = 1000     # reference photos for the evidence's tail probabilities: train-split photos the fit
+                                # does not use (0, or too few left: half of the classifier's calibration photos)
+    reference_offset: int = 5000  # they start this far past the fit's photos in its seeded permutation (past the
+                                  # latent map's, the cascade's and the attribution's photos)
     reference_copies: bool = True  # the reference photos come with a laundered copy each (wider launderings)
     probe_noise_copies: bool = True  # the linear probe also sees a noisy copy of each of its fitting images
     latent_map: int = 300       # photos and samples whose refined codes make the 2D latent map (0: no map)
@@ -143,10 +147,11 @@ def noisy_copies(images: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     return laundering.random_launder(images, prob=1.0, generator=g, ranges=ranges)[0]
 
 
-def unused_reals(reals: ImageDataset, cfg: FitConfig, n: int) -> torch.Tensor:
-    """n train-split reals the fit (cfg) did not use: the next ones in the same seeded permutation."""
+def unused_reals(reals: ImageDataset, cfg: FitConfig, n: int, *, offset: int = 0) -> torch.Tensor:
+    """n train-split reals the fit (cfg) did not use: the next ones in the same seeded permutation, from `offset`
+    past the fit's."""
     g = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.randperm(len(reals), generator=g)[cfg.n_real: cfg.n_real + n]
+    idx = torch.randperm(len(reals), generator=g)[cfg.n_real + offset: cfg.n_real + offset + n]
     if len(idx) < n:
         raise ValueError(f"only {len(idx)} train-split reals left beyond the {cfg.n_real} used in fitting")
     return to_float(reals.get_batch(idx))
@@ -180,23 +185,33 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     X = np.concatenate([X_real, X_fake])
     y = np.concatenate([np.zeros(len(X_real), dtype=np.int64), np.ones(len(X_fake), dtype=np.int64)])
     spec_clf, _ = fit_classifier(X, y, names, cfg=clf_cfg)
-    evidence = None
+    evidence, reference_source = None, None
     if cfg.real_model:
         images = torch.cat([real, fake])
         A = appearance_features(perceptual, images.to(device))
-        copies = None
-        if cfg.reference_copies:  # the reference photos' laundered copies: their features and appearance
-            ref = reference_indices(y, clf_cfg, seed=cfg.seed)
-            imgs, _ = laundered_copies(images[ref], seed=cfg.seed)
-            Xc, _ = features_for(imgs.to(device), desc="reference copies", **kw)
-            copies = (Xc, appearance_features(perceptual, imgs.to(device)))
+        # the reference photos: unused train-split photos, or half of the calibration photos (`from_fit`)
+        from_fit = None
+        if cfg.n_reference and len(reals) >= cfg.n_real + cfg.reference_offset + cfg.n_reference:
+            photos = unused_reals(reals, cfg, cfg.n_reference, offset=cfg.reference_offset)
+            X_ph, _ = features_for(photos.to(device), desc="reference photos", **kw)
+        else:
+            from_fit = reference_indices(y, clf_cfg, seed=cfg.seed)
+            photos, X_ph = images[from_fit], X[from_fit]
+        reference_source = {"photos": "half of the calibration photos" if from_fit is not None else
+                            f"train-split photos the fit does not use (from {cfg.reference_offset} past its own)",
+                            "n_photos": len(photos), "laundered_copies": len(photos) if cfg.reference_copies else 0}
+        if cfg.reference_copies:  # with a laundered copy of each
+            copies, _ = laundered_copies(photos, seed=cfg.seed)
+            Xc, _ = features_for(copies.to(device), desc="reference copies", **kw)
+            photos, X_ph = torch.cat([photos, copies]), np.concatenate([X_ph, Xc])
+        reference = ReferencePhotos(X=X_ph, A=appearance_features(perceptual, photos.to(device)), from_fit=from_fit)
         probe_extra = None
         if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
             fit_idx, _ = split_indices(y, clf_cfg)
             probe_extra = (appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
                            y[fit_idx])
         evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
-                                         seed=cfg.seed, copies=copies, probe_extra=probe_extra)
+                                         seed=cfg.seed, reference=reference, probe_extra=probe_extra)
     lo, hi = np.percentile(X, 0.1, axis=0), np.percentile(X, 99.9, axis=0)
     latent_map = None
     if cfg.latent_map > 0 and len(reals) - cfg.n_real >= 3:
@@ -216,7 +231,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         "domain": {"feature_lo": lo.tolist(), "feature_hi": hi.tolist(), "colour_limit": 8.0},
         **({"latent_map": latent_map} if latent_map else {}),
         "fit": {**asdict(cfg), "real_data": reals.name, "real_fingerprint": reals.fingerprint(),
-                "fake_seed": FIT_FAKE_SEED + cfg.seed,
+                "fake_seed": FIT_FAKE_SEED + cfg.seed, "reference_photos": reference_source,
                 "laundered": {"real": sum(w != "clean" for w in real_what),
                               "fake": sum(w != "clean" for w in fake_what)}},
         "metrics": {},
@@ -252,19 +267,26 @@ def reference_indices(y: np.ndarray, clf_cfg: ClassifierConfig, *, seed: int = 0
     return np.sort(np.random.default_rng(seed).permutation(cal_real)[: len(cal_real) // 2])
 
 
+@dataclass
+class ReferencePhotos:
+    """The photos the evidence's tail probabilities are measured against (with their laundered copies)."""
+    X: np.ndarray       # [N, F] feature rows
+    A: np.ndarray       # [N, F'] appearance features
+    from_fit: np.ndarray | None = None  # the rows of the fit's images they come from (left out of calibration);
+                                        # None: photos the fit did not use
+
+
 def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf: dict, *,
-                          clf_cfg: ClassifierConfig, backbone: str, seed: int = 0,
+                          clf_cfg: ClassifierConfig, backbone: str, reference: ReferencePhotos, seed: int = 0,
                           real_cfg: RealModelConfig = RealModelConfig(),
-                          copies: tuple[np.ndarray, np.ndarray] | None = None,
                           probe_extra: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The real-photo model, the linear probe and the combination (detector/evidence.py), on the classifier's own
     split.
 
     The real-photo model is fitted on the photos of the classifier's fit part (photos only), the probe on all of
-    its fit part (and `probe_extra` = (appearance, labels) of more images, when given). The calibration part is
-    halved at random: one half of its photos is the reference the tail probabilities are measured against (with
-    their laundered copies, `copies` = (feature rows, appearance) in `reference_indices` order, when given); the
-    other half, with the calibration fakes, fits the sigmoid and sets the threshold.
+    its fit part (and `probe_extra` = (appearance, labels) of more images, when given). The tail probabilities are
+    measured against the `reference` photos; the calibration part (less any reference photos taken from it) fits
+    the sigmoid and sets the threshold (detector/evidence.py).
     """
     from .scoring import degradation_columns
 
@@ -274,20 +296,16 @@ def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf:
     if probe_extra is not None:
         A_probe, y_probe = np.concatenate([A_probe, probe_extra[0]]), np.concatenate([y_probe, probe_extra[1]])
     probe = fit_probe(A_probe, y_probe, backbone=backbone, seed=seed)
-    ref = reference_indices(y, clf_cfg, seed=seed)
-    cal = np.setdiff1d(cal_idx, ref)
+    cal = cal_idx if reference.from_fit is None else np.setdiff1d(cal_idx, reference.from_fit)
     clf = JsonClassifier(spec_clf)
-    X_ref, A_ref = X[ref], A[ref]
-    if copies is not None:
-        X_ref, A_ref = np.concatenate([X_ref, copies[0]]), np.concatenate([A_ref, copies[1]])
-
     photo_model, probe_model = RealPhotoModel(real_model), ProbeModel(probe)
 
     def scores(X_, A_):
         return {"generator": clf.decision(X_), "photos": photo_model.score(A_), "probe": probe_model.score(A_)}
 
-    return fit_evidence(ref=scores(X_ref, A_ref), cal=scores(X[cal], A[cal]), y_cal=y[cal], real_model=real_model,
-                        probe=probe, target_fpr=clf_cfg.target_fpr, ref_degradation=degradation_columns(X_ref, clf),
+    return fit_evidence(ref=scores(reference.X, reference.A), cal=scores(X[cal], A[cal]), y_cal=y[cal],
+                        real_model=real_model, probe=probe, target_fpr=clf_cfg.target_fpr,
+                        ref_degradation=degradation_columns(reference.X, clf),
                         cal_degradation=degradation_columns(X[cal], clf), tail_fraction=real_cfg.tail_fraction)
 
 

@@ -339,11 +339,17 @@ class Detector:
             nan = np.full(len(p), np.nan)
             return Evidence(p_fake=p, q={"generator": nan})
         A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
-        return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier))
+        return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier),
+                                      threshold=self._reason_threshold())
 
     def first_stage_probabilities(self, X1: np.ndarray, appearance: np.ndarray) -> Evidence:
         fs = self.first_stage
-        return fs.evidence.evaluate(fs.classifier.decision(X1), appearance, degradation_columns(X1, fs.classifier))
+        return fs.evidence.evaluate(fs.classifier.decision(X1), appearance, degradation_columns(X1, fs.classifier),
+                                    threshold=self._reason_threshold())
+
+    def _reason_threshold(self) -> float | None:
+        """Reasons are named at the threshold in use; an attribution detector's at its primary's own."""
+        return None if self.attribution is not None else self.threshold
 
     def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor | None, *,
                               appearance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -358,11 +364,9 @@ class Detector:
         return np.where(decided, p1, p2), decided
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:
-        if self.attribution is not None:  # the primary's evidence, at the primary's own threshold
-            return [] if self.evidence is None else ev.reasons(i, self.evidence.q_at_threshold())
         if self.evidence is None:
-            return [REASON_GENERATOR] if ev.p_fake[i] > self.threshold else []
-        return ev.reasons(i, self.evidence.q_at_threshold(self.threshold))
+            return [REASON_GENERATOR] if ev.p_fake[i] > self.threshold and self.attribution is None else []
+        return ev.reasons(i)  # an attribution detector's: the primary's evidence at the primary's own threshold
 
     def attribute(self, X: np.ndarray, names: list[str], ev: Evidence, images: torch.Tensor
                   ) -> tuple[np.ndarray, float]:

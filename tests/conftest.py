@@ -82,7 +82,8 @@ def tiny_detector(tmp_path_factory):
     fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
                  encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24), cache_dir=d / "cache",
+                 cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24, n_reference=24,
+                               reference_offset=0), cache_dir=d / "cache",
                  progress=False)
     return d, Detector.load(d / "det.json")
 

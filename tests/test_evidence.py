@@ -20,6 +20,7 @@ from detector.evidence import (
     fit_probe,
     fit_real_model,
     tail_probability,
+    tail_quantile,
     tail_reference,
 )
 
@@ -61,8 +62,6 @@ def test_strata_keep_degraded_photos_at_the_target_rate():
     """Degraded photos look more generator-like (their decisions shift up), and few calibration photos are
     degraded. Measured against a pooled reference, a set of degraded photos is flagged far above the target; with
     the strata each kind of photo is compared with its own kind."""
-    from detector.evidence import combined_statistic
-
     rng = np.random.default_rng(7)
     real_model = fit_real_model(rng.normal(size=(200, 4)), backbone="test")  # stands in; scores are given below
 
@@ -70,7 +69,7 @@ def test_strata_keep_degraded_photos_at_the_target_rate():
         deg = np.c_[np.where(rng.random(n) < share, 1.5, 0.0), np.ones(n)]
         return {"generator": rng.normal(size=n) + 3.0 * (deg[:, 0] > 0), "photos": rng.normal(size=n)}, deg
 
-    ref, ref_deg = photos(800, 0.25)  # the reference photos and their laundered copies
+    ref, ref_deg = photos(1000, 0.1)  # the reference photos and their laundered copies
     cal_ph, cal_deg = photos(600, 0.1)
     fakes = {"generator": rng.normal(7, 1, 600), "photos": rng.normal(size=600)}
     cal = {k: np.r_[cal_ph[k], fakes[k]] for k in cal_ph}
@@ -86,8 +85,7 @@ def test_strata_keep_degraded_photos_at_the_target_rate():
         rates[strata] = []
         for share in (0.0, 1.0):  # a set of sharp photos, a set of degraded ones
             fresh, fresh_deg = photos(4000, share)
-            q = ev.tail_probabilities(fresh, fresh_deg if strata else None)
-            rates[strata].append((ev.probability(combined_statistic(*q.values())) > ev.threshold).mean())
+            rates[strata].append((ev.from_scores(fresh, fresh_deg if strata else None).p_fake > ev.threshold).mean())
     assert max(rates[True]) <= 0.05  # both kinds near the 2% target
     assert rates[False][1] > 3 * max(rates[True])  # pooled: the degraded photos flagged far more often
 
@@ -140,7 +138,8 @@ def _sets(rng, n):
     return photos, own, other
 
 
-def test_combined_evidence_flags_both_kinds_and_names_the_reason():
+@pytest.mark.parametrize("combine", ["fisher", "min"])
+def test_combined_evidence_flags_both_kinds_and_names_the_reason(combine):
     rng = np.random.default_rng(3)
     ref, _, _ = _sets(rng, 600)
     cal_photos, cal_own, _ = _sets(rng, 600)
@@ -148,33 +147,59 @@ def test_combined_evidence_flags_both_kinds_and_names_the_reason():
     spec = fit_evidence(ref={"generator": ref[:, 0], "photos": ref[:, 1]},
                         cal={"generator": np.r_[cal_photos[:, 0], cal_own[:, 0]],
                              "photos": np.r_[cal_photos[:, 1], cal_own[:, 1]]},
-                        y_cal=np.r_[np.zeros(600), np.ones(600)], real_model=real_model, target_fpr=0.02)
+                        y_cal=np.r_[np.zeros(600), np.ones(600)], real_model=real_model, target_fpr=0.02,
+                        combine=combine)
     ev = EvidenceModel(json.loads(json.dumps(spec)))
+    assert ev.combine["rule"] == combine
     photos, own, other = _sets(np.random.default_rng(4), 2000)  # fresh images
 
     def judge(s):
-        from detector.evidence import combined_statistic
+        return ev.from_scores({"generator": s[:, 0], "photos": s[:, 1]})
 
-        ref = ev.refs["all"]  # one stratum: no degradation given
-        qg, qp = tail_probability(ref["generator"], s[:, 0]), tail_probability(ref["photos"], s[:, 1])
-        return ev.probability(combined_statistic(qg, qp)), qg, qp
-
-    p_photos, _, _ = judge(photos)
-    assert (p_photos > ev.threshold).mean() <= 0.04  # about the target false-positive rate on fresh photos
-    q_star = ev.q_at_threshold()
+    assert (judge(photos).p_fake > ev.threshold).mean() <= 0.04  # about the target false-positive rate
     for s, reason in ((own, REASON_GENERATOR), (other, REASON_PHOTOS)):
-        p, qg, qp = judge(s)
-        flagged = p > ev.threshold
+        out = judge(s)
+        flagged = out.p_fake > ev.threshold
         assert flagged.mean() > 0.9, reason  # caught by one evidence alone
-        # flagged exactly when some evidence reaches the threshold's tail probability (ties at the boundary aside)
-        assert (flagged != ((qg <= q_star) | (qp <= q_star))).sum() <= 2
-        named = (qg <= q_star) if reason == REASON_GENERATOR else (qp <= q_star)
-        assert named[flagged].mean() > 0.97  # and the evidence named is the one that tells this kind apart
+        reasons = [out.reasons(i) for i in range(len(s))]
+        assert all(reasons[i] for i in np.flatnonzero(flagged))  # a flagged image always has a reason
+        assert np.mean([reason in reasons[i] for i in np.flatnonzero(flagged)]) > 0.97  # and the right one
+        if combine == "min":  # flagged exactly when some evidence reaches the threshold's tail probability
+            some = (out.q["generator"] <= out.q_reason) | (out.q["photos"] <= out.q_reason)
+            assert (flagged != some).sum() <= 2
     # served from appearance features: the photo model's score comes back with the evidence
     A = rng.normal(size=(5, 4))
     out = ev.evaluate(np.zeros(5), A)
     np.testing.assert_allclose(out.photo_score, ev.real_model.score(A))
     np.testing.assert_allclose(out.q["photos"], tail_probability(ev.refs["all"]["photos"], ev.real_model.score(A)))
+
+
+def test_fisher_rule_catches_what_two_moderate_evidences_say_together():
+    """Two evidences each moderately unusual, and together very unusual for a photo: the minimum rule lets such
+    images through, Fisher's rule (with its own tail under the reference photos) flags them at the same
+    false-positive rate."""
+    rng = np.random.default_rng(11)
+    real_model = fit_real_model(rng.normal(size=(200, 4)), backbone="test")
+    ref = {"generator": rng.normal(size=1500), "photos": rng.normal(size=1500)}
+    cal = {"generator": np.r_[rng.normal(size=600), rng.normal(2.2, 1, 600)],
+           "photos": np.r_[rng.normal(size=600), rng.normal(2.2, 1, 600)]}
+    y = np.r_[np.zeros(600), np.ones(600)]
+    fresh_photos = {"generator": rng.normal(size=4000), "photos": rng.normal(size=4000)}
+    fresh_fakes = {"generator": rng.normal(2.2, 1, 4000), "photos": rng.normal(2.2, 1, 4000)}
+    caught, fpr = {}, {}
+    for combine in ("min", "fisher"):
+        ev = EvidenceModel(fit_evidence(ref=ref, cal=cal, y_cal=y, real_model=real_model, target_fpr=0.02,
+                                        combine=combine))
+        fpr[combine] = (ev.from_scores(fresh_photos).p_fake > ev.threshold).mean()
+        caught[combine] = (ev.from_scores(fresh_fakes).p_fake > ev.threshold).mean()
+    assert max(fpr.values()) <= 0.035
+    assert caught["fisher"] > caught["min"] + 0.05
+
+
+def test_tail_quantile_inverts_tail_probability():
+    ref = tail_reference(np.random.default_rng(13).gamma(2.0, size=500))
+    for q in (0.5, 0.2, 0.1, 0.03, 1e-4, 1e-9):
+        assert tail_probability(ref, tail_quantile(ref, q)) == pytest.approx(q, rel=1e-6, abs=1e-3)
 
 
 def test_detector_reports_reasons_and_old_files_still_score(tiny_detector, tmp_path):
