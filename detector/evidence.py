@@ -336,14 +336,11 @@ class EvidenceModel:
             out["probe"] = self.probe.score(appearance)
         return out
 
-    def _masks(self, degradation: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
-        return stratum_masks(degradation, n, self.strata)
-
     def tail_probabilities(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None
                            ) -> dict[str, np.ndarray]:
         n = len(scores["generator"])
         q = {e: np.ones(n) for e in self.names}
-        for k, m in self._masks(degradation, n).items():
+        for k, m in stratum_masks(degradation, n, self.strata).items():
             for e in self.names:
                 q[e][m] = tail_probability(self.refs[k][e], np.asarray(scores[e])[m])
         return q
@@ -354,7 +351,7 @@ class EvidenceModel:
             return combined_statistic(*q.values())
         f = fisher_statistic(*q.values())
         c = np.zeros(len(f))
-        for k, m in self._masks(degradation, len(f)).items():
+        for k, m in stratum_masks(degradation, len(f), self.strata).items():
             c[m] = -np.log(tail_probability(self.combine["reference"][k], f[m]))
         return c
 
@@ -364,7 +361,7 @@ class EvidenceModel:
         if self.combine["rule"] == "min":
             return np.full(n, np.exp(-c_star))
         out = np.ones(n)
-        for k, m in self._masks(degradation, n).items():
+        for k, m in stratum_masks(degradation, n, self.strata).items():
             f_star = tail_quantile(self.combine["reference"][k], float(np.exp(-c_star)))
             out[m] = np.exp(-f_star / len(self.names))
         return out
