@@ -4,7 +4,8 @@
 2. `perceptual`: training-free perceptual reconstruction distance, no classifier (the idea of AEROBLADE).
 3. `spectrum`: azimuthally averaged log power spectrum + logistic regression (Durall et al. 2020).
 4. `cnn`: a small supervised CNN on real vs the embedded generator's fakes with blur + JPEG augmentation
-   (Wang et al. 2020, CNNDetection-style), trained until its validation AUC stops improving.
+   (Wang et al. 2020, CNNDetection-style), trained until its validation AUC stops improving: the network of
+   resynth's artifact evidence (detector/artifacts.py), here alone and trained on the baselines' own images.
 5. `linear_probe`: logistic regression on frozen pretrained MobileNetV2 features (universal-detector style).
 Scores: higher = more likely fake. The fitted baselines (3, 4, 5) are trained on the same fitting data as
 resynth's classifier (train-split reals, fitting-seed fakes), never on evaluation images.
@@ -16,11 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
-from detector import laundering
+from detector.artifacts import ArtifactConfig, artifact_logits, train_artifact_cnn
 from detector.evidence import cv_logistic
 
 
@@ -92,48 +90,16 @@ class LinearProbeBaseline:
         return self.model.predict_proba(self.features(images))[:, 1]
 
 
-class ResBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and a skip connection (1x1 projection when the shape changes)."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (nn.Identity() if stride == 1 and cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.skip(x))
-
-
-class SmallCNN(nn.Module):
-    """A small ResNet for 32x32 inputs (CNNDetection-style classifier, sized for this data): a stem, three
-    stages of residual blocks (32 -> 16 -> 8 pixels), global average pooling, one logit."""
-
-    def __init__(self, width: int = 32, img_channels: int = 1):
-        super().__init__()
-        w = width
-        self.net = nn.Sequential(
-            nn.Conv2d(img_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-            ResBlock(w, w), ResBlock(w, 2 * w, stride=2), ResBlock(2 * w, 4 * w, stride=2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 1))
-
-    def forward(self, x):
-        return self.net(x).squeeze(1)
-
-
 @dataclass
 class CNNBaseline:
-    """Trained until its validation AUC stops improving (at most `max_epochs`, `patience` epochs without a new
-    best), keeping the best epoch's weights; `history` holds (epoch, mean train loss, validation AUC)."""
+    """The artifact CNN (detector/artifacts.py) alone, as a detector of its own: trained on its own fitting
+    images until its validation AUC stops improving (at most `max_epochs`, `patience` epochs without a new best),
+    keeping the best epoch's weights; `history` holds (epoch, mean train loss, validation AUC)."""
 
     max_epochs: int = 60
-    min_epochs: int = 10         # early stopping never before this (plateaus early in training are common)
+    min_epochs: int = 10
     patience: int = 6
-    val_fraction: float = 0.15   # of each class, held out from training (laundered like the training batches)
+    val_fraction: float = 0.15
     batch: int = 64
     lr: float = 1e-3
     augment_prob: float = 0.5
@@ -141,52 +107,16 @@ class CNNBaseline:
     name: str = "cnn"
 
     def fit(self, real: torch.Tensor, fake: torch.Tensor, progress: bool = True) -> CNNBaseline:
-        from sklearn.metrics import roc_auc_score
-
-        torch.manual_seed(self.seed)
-        g = torch.Generator().manual_seed(self.seed)
-        n_vr, n_vf = max(1, int(self.val_fraction * len(real))), max(1, int(self.val_fraction * len(fake)))
-        pr, pf = torch.randperm(len(real), generator=g), torch.randperm(len(fake), generator=g)
-        val_x = torch.cat([real[pr[:n_vr]], fake[pf[:n_vf]]])
-        val_x, _ = laundering.random_launder(val_x, prob=self.augment_prob, generator=g)
-        val_y = np.r_[np.zeros(n_vr), np.ones(n_vf)]
-        X = torch.cat([real[pr[n_vr:]], fake[pf[n_vf:]]])
-        y = torch.cat([torch.zeros(len(real) - n_vr), torch.ones(len(fake) - n_vf)])
-        self.net = SmallCNN(img_channels=X.shape[1])
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=1e-4)
-        self.history, best, best_state, since = [], -1.0, None, 0
-        bar = tqdm(total=self.max_epochs, disable=not progress, desc="cnn baseline (epochs)")
-        for epoch in range(1, self.max_epochs + 1):
-            perm, losses = torch.randperm(len(X), generator=g), []
-            for i in range(max(1, len(X) // self.batch)):
-                idx = perm[i * self.batch:(i + 1) * self.batch]
-                xb, _ = laundering.random_launder(X[idx], prob=self.augment_prob, generator=g)  # blur/JPEG/resize
-                loss = F.binary_cross_entropy_with_logits(self.net.train()(xb), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            self.net.eval()
-            val_auc = float(roc_auc_score(val_y, self.score(val_x)))
-            self.history.append((epoch, float(np.mean(losses)), val_auc))
-            bar.update(1)
-            bar.set_postfix(val_auc=f"{val_auc:.4f}")
-            if val_auc > best:
-                best, since = val_auc, 0
-                best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
-            else:
-                since += 1
-                if since >= self.patience and epoch >= self.min_epochs:
-                    break
-        bar.close()
-        self.net.load_state_dict(best_state)
-        self.best_epoch, self.val_auc = max(self.history, key=lambda h: h[2])[0], best
-        self.net.eval().requires_grad_(False)
+        cfg = ArtifactConfig(max_epochs=self.max_epochs, min_epochs=self.min_epochs, patience=self.patience,
+                             val_fraction=self.val_fraction, batch=self.batch, lr=self.lr,
+                             augment_prob=self.augment_prob, augment_noise=None, seed=self.seed)
+        self.net, self.history = train_artifact_cnn(real, fake, cfg=cfg, progress=progress)
+        best = max(self.history, key=lambda h: h[2])
+        self.best_epoch, self.val_auc = best[0], best[2]
         return self
 
-    @torch.no_grad()
     def score(self, images: torch.Tensor) -> np.ndarray:
-        return torch.cat([torch.sigmoid(self.net(images[i:i + 500])) for i in range(0, len(images), 500)]).numpy()
+        return 1.0 / (1.0 + np.exp(-artifact_logits(self.net, images)))
 
 
 def feature_baselines(X: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:

@@ -10,9 +10,10 @@ sigma 0.02, and two launderings never used in fitting: WebP 70 (another codec) a
 JPEG 70 (LAUNDERING_ROLE says where each stands); the generators the detector never saw are measured under
 clean, JPEG 75, resize and blur. Only the embedded generator's samples are used in fitting: every other
 generator is held out (leave-one-generator-out holds trivially). resynth's rows: the combined evidence (its
-p_fake and threshold), and its three parts alone: resynth_generator (the generator-specific classifier),
-photo_model (the real-photo model's negative log-likelihood) and probe_evidence (the linear probe's logit;
-detector/evidence.py). Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs;
+p_fake and threshold), and its parts alone: resynth_generator (the generator-specific classifier),
+photo_model (the real-photo model's negative log-likelihood), probe_evidence (the linear probe's logit;
+detector/evidence.py) and artifact_evidence (the artifact CNN's logit, detector/artifacts.py; zero for a
+detector without it). Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs;
 the speed/accuracy frontier of the inversion settings and the arithmetic cost floor of the default. Writes
 results/roc.json, results/roc_*.png and the 'roc' sections of RESULTS.md.
 """
@@ -59,8 +60,8 @@ LAUNDERING_ROLE = {"clean": "—", "jpeg95": "in fitting", "jpeg75": "in fitting
                    "blur1": "in fitting", "noise0.02": "probe's noisy copies and reference copies",
                    "webp70": "never (another codec)", "resize0.75+jpeg70": "never as a pair (fitting: one at most)"}
 HELD_OUT_CONDITIONS = ("clean", "jpeg75", "resize0.5", "blur1")  # for the generators never used in fitting
-METHODS = ("resynth", "resynth_full", "resynth_generator", "photo_model", "probe_evidence", "pixel_mse", "perceptual",
-           "spectrum", "cnn", "linear_probe")
+METHODS = ("resynth", "resynth_full", "resynth_generator", "photo_model", "probe_evidence", "artifact_evidence",
+           "pixel_mse", "perceptual", "spectrum", "cnn", "linear_probe")
 PROBABILISTIC = {"resynth", "resynth_full", "resynth_generator", "spectrum", "cnn", "linear_probe"}
 OWN = ("stylegan2 psi=1.0", "stylegan2 psi=0.7")
 
@@ -189,14 +190,16 @@ def main(argv=None) -> int:
     def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
         X, fnames = features_for(images, desc=desc, **kw)
         A = appearance_features(det.perceptual, images) if det.evidence is not None else None
-        ev = det.probabilities(X, images, appearance=A)
-        photo, probe = (ev.scores.get(e, np.zeros(len(X))) for e in ("photos", "probe"))
+        L = det.artifact_scores(images)
+        ev = det.probabilities(X, images, appearance=A, artifacts=L)
+        photo, probe, cnn = (ev.scores.get(e, np.zeros(len(X))) for e in ("photos", "probe", "artifacts"))
         p, X1, decided = ev.p_fake, None, None
         if det.first_stage is not None:  # as served: the cascade decides clear cases on the encoder's guess
             X1 = first_stage_features(det, images, cache_dir=DEFAULT_CACHE, desc=f"{desc} stage 1")
-            p, decided = det.cascade_probabilities(X1, X, images, appearance=A)
+            p, decided = det.cascade_probabilities(X1, X, images, appearance=A, artifacts=L)
         out = {"resynth": p, "resynth_full": ev.p_fake, "resynth_generator": det.classifier.predict_proba(X),
-               "photo_model": photo, "probe_evidence": probe, "resynth_decided_first": decided,
+               "photo_model": photo, "probe_evidence": probe, "artifact_evidence": cnn,
+               "resynth_decided_first": decided,
                "resynth_verdicts": np.asarray(det.verdicts(X, fnames, p, X1=X1, decided=decided)),
                **feature_baselines(X, fnames)}
         out.update({k: b.score(images) for k, b in baselines.items()})

@@ -66,9 +66,10 @@ def accuracy(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, progres
                              first_stage_features(det, f, cache_dir=DEFAULT_CACHE, progress=progress)])
         A = appearance_features(det.perceptual, images)
         y = np.r_[np.zeros(len(r)), np.ones(len(f))].astype(int)
-        p_full = det.probabilities(X, None, appearance=A).p_fake
+        L = det.artifact_scores(images)
+        p_full = det.probabilities(X, None, appearance=A, artifacts=L).p_fake
         p1 = det.first_stage_probabilities(X1, A).p_fake
-        p_cas, decided = det.cascade_probabilities(X1, X, None, appearance=A)
+        p_cas, decided = det.cascade_probabilities(X1, X, None, appearance=A, artifacts=L)
         out[name] = {"y": y, "full": p_full, "first": p1, "cascade": p_cas, "decided": decided}
     return out
 

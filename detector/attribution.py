@@ -235,7 +235,7 @@ def rows_for(detector, members: list[Member], images: torch.Tensor, *, batch: in
                             perceptual=detector.perceptual, feature_cfg=detector.feature_cfg, batch=batch,
                             cache=cache, desc="primary", progress=progress)
     A = appearance_features(detector.perceptual, images.to(detector.device)) if detector.evidence else None
-    ev = detector.probabilities(X, None, appearance=A) if detector.evidence else None
+    ev = detector.probabilities(X, images, appearance=A) if detector.evidence else None
     cfg = member_invert_config(detector.feature_cfg)
     blocks = []
     for m in members:

@@ -70,6 +70,8 @@ def calibrate(detector_path: str | Path, p_real: np.ndarray, *, fpr: float, out_
     for part in ("bundle", "encoder", "attribution_of"):
         if spec.get(part):
             spec[part]["file"] = rel(spec[part]["file"])
+    if (spec.get("evidence") or {}).get("artifacts"):
+        spec["evidence"]["artifacts"]["file"] = rel(spec["evidence"]["artifacts"]["file"])
     for member in spec.get("members") or []:
         for part in ("bundle", "encoder"):
             if member.get(part):

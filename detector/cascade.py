@@ -142,7 +142,7 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
                        cal={"generator": decision[cal], "photos": photo[cal]}, y_cal=yh[cal], real_model=real_model,
                        target_fpr=clf_cfg.target_fpr)
     p1 = EvidenceModel(ev1).evaluate(decision[cal], A[cal]).p_fake
-    p2 = detector.probabilities(H2[cal], None, appearance=A[cal]).p_fake
+    p2 = detector.probabilities(H2[cal], images[cal], appearance=A[cal]).p_fake
     t = detector.threshold
     lo, hi = choose_band(p1, p2, yh[cal], t, max_missed=cfg.max_missed, max_extra_fpr=cfg.max_extra_fpr)
     if not cfg.decide_real:

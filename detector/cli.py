@@ -61,6 +61,7 @@ def _fit_attribution(args) -> int:
 def cmd_fit(args) -> int:
     if args.register:
         return cmd_fit_attribution(args)
+    from detector.artifacts import ArtifactConfig
     from detector.classifier import ClassifierConfig
     from detector.features import FeatureConfig
     from detector.fit import FitConfig, fit_detector
@@ -91,7 +92,10 @@ def cmd_fit(args) -> int:
                                   else None),
         clf_cfg=ClassifierConfig(calibration=args.calibration, target_fpr=args.target_fpr),
         cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch,
-                      real_model=not args.no_real_model, n_reference=args.n_reference),
+                      real_model=not args.no_real_model, n_reference=args.n_reference,
+                      artifact_cnn=not args.no_artifact_cnn, n_artifact=args.n_artifact),
+        artifact_cfg=ArtifactConfig(max_epochs=args.artifact_epochs,
+                                    min_epochs=min(ArtifactConfig().min_epochs, args.artifact_epochs)),
         cache_dir=args.cache, device=device)
     c, ev = spec["classifier"], spec.get("evidence")
     print(json.dumps({"detector": str(out), "model_id": spec["model_id"], "chosen": c["selection"],
@@ -280,7 +284,16 @@ def add_commands(sub) -> None:
                    help="with --degradation-aware: steps per candidate before the best continues (default "
                         "%(default)s: about 2x the plain cost; -1: every candidate refined fully, 6x)")
     s.add_argument("--no-real-model", action="store_true",
-                   help="the generator-specific classifier alone, without the real-photo model and the linear probe")
+                   help="the generator-specific classifier alone, without the real-photo model, the linear probe and "
+                        "the artifact CNN")
+    s.add_argument("--no-artifact-cnn", action="store_true",
+                   help="without the artifact CNN (a fourth evidence: a small CNN on the pixels, trained on the fit "
+                        "part; its weights go beside the detector file as <name>.artifacts.pt)")
+    s.add_argument("--n-artifact", type=int, default=2000,
+                   help="the artifact CNN's training photos and samples, each (train-split photos past the reference "
+                        "photos, fresh samples; 0: the classifier's fit part)")
+    s.add_argument("--artifact-epochs", type=int, default=60,
+                   help="the artifact CNN's most epochs (it stops earlier when its validation AUC stops improving)")
     s.add_argument("--n-real", type=int, default=2000)
     s.add_argument("--n-fake", type=int, default=2000)
     s.add_argument("--n-reference", type=int, default=1000,

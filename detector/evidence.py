@@ -1,4 +1,4 @@
-"""Three kinds of evidence combined into one calibrated fake-probability, with the reasons that drove it.
+"""Four kinds of evidence combined into one calibrated fake-probability, with the reasons that drove it.
 
 1. *Reproduced like this generator's samples* (`generator`): the generator-specific classifier over the inversion
    features (detector/classifier.py). It recognises the registered generator's images, clean or laundered.
@@ -11,6 +11,9 @@
    fitted on the classifier's own fitting images (photos against the registered generator's samples, laundered),
    in the spirit of universal detectors (Ojha et al. 2023): what separates one generator's images from photos
    in pretrained features carries over to other generators better than the inversion does.
+4. *Pixel traces like this generator's* (`artifacts`): a small CNN on the pixels, trained on the classifier's own
+   fit part with blur, JPEG, resize and noise augmentation (detector/artifacts.py). It keeps what survives a
+   laundering that blurs the inversion's view (a down-up resize, a blur). Detectors fitted before it weigh three.
 
 Each score is turned into a tail probability under *reference photos* (held out from every fit; by default 1,000
 train-split photos no fit uses, detector/fit.py): q = the share of photos at least as extreme (empirical in the
@@ -45,7 +48,9 @@ EVIDENCE_FORMAT = "resynth-evidence-json"
 REASON_GENERATOR = "reproduced like this generator's samples"
 REASON_PHOTOS = "unlike real photos"
 REASON_PROBE = "generated-looking to a pretrained network"
-REASONS = {"generator": REASON_GENERATOR, "photos": REASON_PHOTOS, "probe": REASON_PROBE}
+REASON_ARTIFACTS = "pixel traces like this generator's"
+REASONS = {"generator": REASON_GENERATOR, "photos": REASON_PHOTOS, "probe": REASON_PROBE,
+           "artifacts": REASON_ARTIFACTS}
 # An image whose estimated degradation is at least this strong is compared with reference photos estimated so too.
 DEGRADED_STRATUM = {"blur_sigma_min": 1.0, "scale_max": 0.5}
 MIN_STRATUM = 30  # reference photos a stratum needs (otherwise every image is compared with all of them)
@@ -212,11 +217,12 @@ def stratum_masks(degradation: np.ndarray | None, n: int, strata: dict | None) -
 def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_cal: np.ndarray, real_model: dict,
                  target_fpr: float, probe: dict | None = None, ref_degradation: np.ndarray | None = None,
                  cal_degradation: np.ndarray | None = None, combine: str = "fisher",
-                 tail_fraction: float = 0.1) -> dict:
+                 tail_fraction: float = 0.1, artifacts: dict | None = None) -> dict:
     """The combination's JSON spec.
 
     ref / cal: each evidence's score ("generator": classifier decisions, "photos": real-model NLL, "probe": the
-    probe's logit when `probe` is given) of reference photos (held out from every fit) and of calibration images
+    probe's logit when `probe` is given, "artifacts": the artifact CNN's logit when `artifacts`, its file entry,
+    is given) of reference photos (held out from every fit) and of calibration images
     with y_cal (0 photo, 1 fake), for the sigmoid and the threshold. *_degradation: the estimated (blur sigma,
     scale) of each [N, 2], for the strata (None: one stratum). combine: "fisher" or "min" (module docstring).
     The threshold is the calibration photos' at the target false-positive rate; with Fisher's rule, at least
@@ -228,7 +234,8 @@ def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_ca
 
     if combine not in ("fisher", "min"):
         raise ValueError(f"unknown combining rule {combine!r} (fisher or min)")
-    names = ["generator", "photos"] + (["probe"] if probe is not None else [])
+    names = (["generator", "photos"] + (["probe"] if probe is not None else [])
+             + (["artifacts"] if artifacts is not None else []))
     n_ref = len(ref["generator"])
     layout = dict(DEGRADED_STRATUM) if ref_degradation is not None else None
     if min(m.sum() for m in stratum_masks(ref_degradation, n_ref, layout).values()) < MIN_STRATUM:
@@ -237,7 +244,8 @@ def fit_evidence(*, ref: dict[str, np.ndarray], cal: dict[str, np.ndarray], y_ca
     refs = {k: {e: tail_reference(np.asarray(ref[e])[m], tail_fraction=tail_fraction) for e in names}
             for k, m in strata.items()}
     spec = {"format": EVIDENCE_FORMAT, "evidences": names, "real_model": real_model,
-            **({"probe": probe} if probe is not None else {}), "reference": refs,
+            **({"probe": probe} if probe is not None else {}),
+            **({"artifacts": artifacts} if artifacts is not None else {}), "reference": refs,
             **({"strata": layout} if layout is not None else {}),
             "sigmoid": {"a": 1.0, "b": 0.0}, "threshold": 0.5, "target_fpr": target_fpr}
     if combine == "fisher":  # the second-level reference: Fisher's statistic of the same photos, per stratum
@@ -330,10 +338,20 @@ class EvidenceModel:
         t = min(max(self.threshold if threshold is None else threshold, 1e-12), 1 - 1e-12)
         return max((np.log(t / (1 - t)) - self.b) / self.a, 0.0)
 
-    def scores(self, decision: np.ndarray, appearance: np.ndarray) -> dict[str, np.ndarray]:
+    @property
+    def artifacts(self) -> dict | None:
+        """The artifact CNN's entry (its file and fingerprint, detector/artifacts.py), when it is an evidence."""
+        return self.spec.get("artifacts") if "artifacts" in self.names else None
+
+    def scores(self, decision: np.ndarray, appearance: np.ndarray, artifacts: np.ndarray | None = None
+               ) -> dict[str, np.ndarray]:
         out = {"generator": np.asarray(decision, dtype=np.float64), "photos": self.real_model.score(appearance)}
         if self.probe is not None:
             out["probe"] = self.probe.score(appearance)
+        if "artifacts" in self.names:
+            if artifacts is None:
+                raise ValueError("this evidence weighs the artifact CNN: its logits are needed")
+            out["artifacts"] = np.asarray(artifacts, dtype=np.float64)
         return out
 
     def tail_probabilities(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None
@@ -367,10 +385,11 @@ class EvidenceModel:
         return out
 
     def evaluate(self, decision: np.ndarray, appearance: np.ndarray, degradation: np.ndarray | None = None, *,
-                 threshold: float | None = None) -> Evidence:
-        """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded).
-        Reasons at `threshold` (None: the fitted one)."""
-        return self.from_scores(self.scores(decision, appearance), degradation, threshold=threshold)
+                 artifacts: np.ndarray | None = None, threshold: float | None = None) -> Evidence:
+        """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded),
+        artifacts [N] (the artifact CNN's logits, when it is an evidence). Reasons at `threshold` (None: the
+        fitted one)."""
+        return self.from_scores(self.scores(decision, appearance, artifacts), degradation, threshold=threshold)
 
     def from_scores(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None = None, *,
                     threshold: float | None = None) -> Evidence:

@@ -7,6 +7,7 @@ G_ema samples from seeds never used in fitting, clean and laundered.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from gan_inversion.networks import Discriminator, Generator
 from gan_inversion.perceptual import PerceptualDistance
 
 from . import laundering
+from .artifacts import ArtifactConfig, artifact_logits, save_artifact_cnn, train_artifact_cnn
 from .classifier import ClassifierConfig, JsonClassifier, fit_classifier, split_indices
 from .evidence import (
     ProbeModel,
@@ -57,6 +59,10 @@ class FitConfig:
     reference_copies: bool = True  # the reference photos come with a laundered copy each (wider launderings)
     probe_noise_copies: bool = True  # the linear probe also sees a noisy copy of each of its fitting images
     latent_map: int = 300       # photos and samples whose refined codes make the 2D latent map (0: no map)
+    artifact_cnn: bool = True   # also train the artifact CNN (detector/artifacts.py) as a fourth evidence
+    n_artifact: int = 2000      # its training photos and samples (each): train-split photos past the reference
+                                # photos and fresh samples (it needs no inversion, so more than the classifier's);
+                                # 0, or too few photos left: the classifier's fit part
 
 
 class FeatureCache:
@@ -169,9 +175,10 @@ def feature_context(detector) -> dict:
 def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encoder: Encoder | None,
                  perceptual: PerceptualDistance, reals: ImageDataset, bundle_file: str, encoder_file: str | None,
                  feature_cfg: FeatureConfig = FeatureConfig(), clf_cfg: ClassifierConfig = ClassifierConfig(),
-                 cfg: FitConfig = FitConfig(), cache_dir: str | Path | None = None, device="cpu",
-                 progress: bool = True) -> dict:
-    """Extract features, fit and calibrate the classifier, and write the detector JSON at `out_path`."""
+                 cfg: FitConfig = FitConfig(), artifact_cfg: ArtifactConfig = ArtifactConfig(),
+                 cache_dir: str | Path | None = None, device="cpu", progress: bool = True) -> dict:
+    """Extract features, fit and calibrate the classifier, and write the detector JSON at `out_path` (and the
+    artifact CNN's weights beside it, `<stem>.artifacts.pt`)."""
     out_path = Path(out_path)
     real, fake, real_what, fake_what = fit_images(G, reals, cfg, device=device)
     G_fp = weights_fingerprint(G)
@@ -205,13 +212,27 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
             Xc, _ = features_for(copies.to(device), desc="reference copies", **kw)
             photos, X_ph = torch.cat([photos, copies]), np.concatenate([X_ph, Xc])
         reference = ReferencePhotos(X=X_ph, A=appearance_features(perceptual, photos.to(device)), from_fit=from_fit)
+        artifacts = None
+        if cfg.artifact_cnn:
+            a_real, a_fake, a_source = artifact_images(G, reals, cfg, y, clf_cfg, device=device)
+            net, history = train_artifact_cnn(a_real, a_fake, cfg=artifact_cfg, progress=progress)
+            net = net.to(device)
+            file = out_path.with_name(f"{out_path.stem}.artifacts.pt")
+            sha = save_artifact_cnn(file, net, cfg=artifact_cfg, history=history)
+            best = max(history, key=lambda h: h[2])
+            artifacts = ArtifactEvidence(
+                entry={"file": file.name, "sha256": sha, "args": dict(net.args), "config": asdict(artifact_cfg),
+                       "epochs": len(history), "best_epoch": best[0], "val_auc": best[2],
+                       "trained_on": {"real": len(a_real), "fake": len(a_fake), "source": a_source}},
+                fit=artifact_logits(net, images.to(device)), reference=artifact_logits(net, photos.to(device)))
         probe_extra = None
         if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
             fit_idx, _ = split_indices(y, clf_cfg)
             probe_extra = (appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
                            y[fit_idx])
         evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
-                                         seed=cfg.seed, reference=reference, probe_extra=probe_extra)
+                                         seed=cfg.seed, reference=reference, probe_extra=probe_extra,
+                                         artifacts=artifacts)
     lo, hi = np.percentile(X, 0.1, axis=0), np.percentile(X, 99.9, axis=0)
     latent_map = None
     if cfg.latent_map > 0 and len(reals) - cfg.n_real >= 3:
@@ -276,10 +297,39 @@ class ReferencePhotos:
                                         # None: photos the fit did not use
 
 
+ARTIFACT_FAKE_SEED = 5_000_000_003  # the artifact CNN's samples: a stream no other fit nor evaluation uses
+
+
+def artifact_images(G: Generator, reals: ImageDataset, cfg: FitConfig, y: np.ndarray, clf_cfg: ClassifierConfig, *,
+                    device="cpu") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The artifact CNN's training images (unlaundered: it launders its own batches) and where they come from:
+    `cfg.n_artifact` train-split photos past the reference photos and as many fresh samples; with too few
+    photos left, the classifier's fit part (never its calibration part nor the reference photos)."""
+    offset = cfg.reference_offset + cfg.n_reference
+    if cfg.n_artifact and len(reals) >= cfg.n_real + offset + cfg.n_artifact:
+        photos = unused_reals(reals, cfg, cfg.n_artifact, offset=offset)
+        samples = quantize(generate(G, cfg.n_artifact, seed=ARTIFACT_FAKE_SEED + cfg.seed, device=device)).cpu()
+        return photos, samples, (f"train-split photos the other fits do not use (from {offset} past the fit's "
+                                 f"own) and fresh samples (seed {ARTIFACT_FAKE_SEED + cfg.seed})")
+    fit_idx, _ = split_indices(y, clf_cfg)
+    clean_real, clean_fake, _, _ = fit_images(G, reals, dataclasses.replace(cfg, launder_prob=0.0), device=device)
+    clean = torch.cat([clean_real, clean_fake.cpu()])[fit_idx]
+    return clean[y[fit_idx] == 0], clean[y[fit_idx] == 1], "the classifier's fit part"
+
+
+@dataclass
+class ArtifactEvidence:
+    """The trained artifact CNN as the fit sees it: its file entry and its logits."""
+    entry: dict             # the evidence spec's "artifacts" (file, sha256, args, training summary)
+    fit: np.ndarray         # [N] logits of the fit's images (rows as X)
+    reference: np.ndarray   # [N_ref] logits of the reference photos (rows as ReferencePhotos.X)
+
+
 def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf: dict, *,
                           clf_cfg: ClassifierConfig, backbone: str, reference: ReferencePhotos, seed: int = 0,
                           real_cfg: RealModelConfig = RealModelConfig(),
-                          probe_extra: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                          probe_extra: tuple[np.ndarray, np.ndarray] | None = None,
+                          artifacts: ArtifactEvidence | None = None) -> dict:
     """The real-photo model, the linear probe and the combination (detector/evidence.py), on the classifier's own
     split.
 
@@ -300,11 +350,14 @@ def fit_combined_evidence(X: np.ndarray, A: np.ndarray, y: np.ndarray, spec_clf:
     clf = JsonClassifier(spec_clf)
     photo_model, probe_model = RealPhotoModel(real_model), ProbeModel(probe)
 
-    def scores(X_, A_):
-        return {"generator": clf.decision(X_), "photos": photo_model.score(A_), "probe": probe_model.score(A_)}
+    def scores(X_, A_, L_):
+        out = {"generator": clf.decision(X_), "photos": photo_model.score(A_), "probe": probe_model.score(A_)}
+        return out if L_ is None else {**out, "artifacts": L_}
 
-    return fit_evidence(ref=scores(reference.X, reference.A), cal=scores(X[cal], A[cal]), y_cal=y[cal],
+    L_ref, L_cal = (None, None) if artifacts is None else (artifacts.reference, artifacts.fit[cal])
+    return fit_evidence(ref=scores(reference.X, reference.A, L_ref), cal=scores(X[cal], A[cal], L_cal), y_cal=y[cal],
                         real_model=real_model, probe=probe, target_fpr=clf_cfg.target_fpr,
+                        artifacts=None if artifacts is None else artifacts.entry,
                         ref_degradation=degradation_columns(reference.X, clf),
                         cal_degradation=degradation_columns(X[cal], clf), tail_fraction=real_cfg.tail_fraction)
 

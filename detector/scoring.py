@@ -23,6 +23,7 @@ from gan_inversion.encoder import load_encoder, weights_fingerprint
 from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
 
 from . import laundering
+from .artifacts import ArtifactCNN, artifact_logits, load_artifact_cnn
 from .attribution import (
     NONE,
     AttributionError,
@@ -175,13 +176,17 @@ def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
 class Detector:
     def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
                  max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
-                 policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False):
+                 policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False,
+                 artifact_net: ArtifactCNN | None = None):
         self.spec, self.policy = spec, policy
         self.bundle, self.encoder, self.perceptual = bundle, encoder, perceptual
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
         self.classifier = JsonClassifier(spec["classifier"])
         self.evidence = EvidenceModel(spec["evidence"]) if spec.get("evidence") else None
+        if self.evidence is not None and self.evidence.artifacts is not None and artifact_net is None:
+            raise DetectorError("the detector weighs the artifact CNN, but none was given")
+        self.artifact_net = artifact_net.to(device) if artifact_net is not None else None
         # the two-stage cascade (detector/cascade.py), when the file has one and it is switched on
         self.first_stage = FirstStage(spec["cascade"]) if spec.get("cascade") and cascade else None
         self.latent_map = LatentMap(spec["latent_map"]) if spec.get("latent_map") else None
@@ -256,8 +261,16 @@ class Detector:
         if perceptual.backend_id != spec["perceptual"]:
             raise DetectorError(f"{path}: fitted with perceptual backend {spec['perceptual']}, "
                                 f"but {perceptual.backend_id} was given; refit or use the matching backend")
+        artifact_net = None
+        entry = (spec.get("evidence") or {}).get("artifacts")
+        if entry is not None:
+            try:
+                artifact_net = load_artifact_cnn(base / entry["file"], sha256=entry["sha256"], device=device)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise DetectorError(f"{path}: its artifact CNN: {exc}") from exc
         return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
-                   max_pixels=max_pixels, refine_steps=refine_steps, policy=policy, cascade=cascade)
+                   max_pixels=max_pixels, refine_steps=refine_steps, policy=policy, cascade=cascade,
+                   artifact_net=artifact_net)
 
     @classmethod
     def _load_attribution(cls, path: Path, spec: dict, *, cascade: bool, device, **kwargs) -> Detector:
@@ -329,18 +342,25 @@ class Detector:
                                            self._warnings(None, x, names, first_stage=first)))
         return out
 
-    def probabilities(self, X: np.ndarray, images: torch.Tensor | None, *, appearance: np.ndarray | None = None
-                      ) -> Evidence:
+    def artifact_scores(self, images: torch.Tensor) -> np.ndarray | None:
+        """[N] the artifact CNN's logits of images [N, C, H, W] (None: the detector does not weigh it)."""
+        return None if self.artifact_net is None else artifact_logits(self.artifact_net, images.to(self.device))
+
+    def probabilities(self, X: np.ndarray, images: torch.Tensor | None, *, appearance: np.ndarray | None = None,
+                      artifacts: np.ndarray | None = None) -> Evidence:
         """Calibrated p_fake of full inversion feature rows [N, F] and their images [N, C, H, W] (the appearance
-        evidence is computed from the images unless given); a detector without a real-photo model uses its
-        classifier alone. The full detector only: `cascade_probabilities` is what serving computes."""
+        features and the artifact CNN's logits are computed from the images unless given); a detector without a
+        real-photo model uses its classifier alone. The full detector only: `cascade_probabilities` is what
+        serving computes."""
         if self.evidence is None:
             p = self.classifier.predict_proba(X)
             nan = np.full(len(p), np.nan)
             return Evidence(p_fake=p, q={"generator": nan})
         A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
+        if artifacts is None and self.artifact_net is not None and images is not None:
+            artifacts = self.artifact_scores(images)
         return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier),
-                                      threshold=self._reason_threshold())
+                                      artifacts=artifacts, threshold=self._reason_threshold())
 
     def first_stage_probabilities(self, X1: np.ndarray, appearance: np.ndarray) -> Evidence:
         fs = self.first_stage
@@ -352,11 +372,12 @@ class Detector:
         return None if self.attribution is not None else self.threshold
 
     def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor | None, *,
-                              appearance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                              appearance: np.ndarray | None = None, artifacts: np.ndarray | None = None
+                              ) -> tuple[np.ndarray, np.ndarray]:
         """(p_fake [N], decided at stage 1 [N]) as served, from both stages' feature rows (benchmarks); the
-        appearance features are computed from the images unless given."""
+        appearance features and the artifact CNN's logits are computed from the images unless given."""
         A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
-        p2 = self.probabilities(X, None, appearance=A).p_fake
+        p2 = self.probabilities(X, images, appearance=A, artifacts=artifacts).p_fake
         if self.first_stage is None:
             return p2, np.zeros(len(p2), dtype=bool)
         p1 = self.first_stage_probabilities(X1, A).p_fake
@@ -402,16 +423,19 @@ class Detector:
         """Features and evidence of images [N, C, H, W], through the cascade when there is one."""
         N = images.shape[0]
         images = images.to(self.device)
+        t0 = time.perf_counter()
         A = appearance_features(self.perceptual, images) if self.evidence is not None else None
+        L = self.artifact_scores(images)  # [N] or None
+        pixel_ms = {"appearance": 1000 * (time.perf_counter() - t0) / max(N, 1)} if A is not None else {}
         fs = self.first_stage
         if fs is None:
             fb = extract_features(self.G, self.D, self.encoder, self.perceptual, images, cfg=self.feature_cfg,
                                   explain=explain)
             self._check_names(fb.names, self.classifier)
             t0 = time.perf_counter()
-            ev = self.probabilities(fb.values.numpy(), images, appearance=A)
+            ev = self.probabilities(fb.values.numpy(), images, appearance=A, artifacts=L)
             ms = 1000 * (time.perf_counter() - t0) / max(N, 1)
-            timings, P = {**fb.timings_ms, "classify": ms}, None
+            timings, P = {**pixel_ms, **fb.timings_ms, "classify": ms}, None
             if self.attribution is not None:
                 P, member_ms = self.attribute(fb.values.numpy(), fb.names, ev, images)
                 ev.p_fake = self.attribution.p_fake(P)
@@ -428,6 +452,7 @@ class Detector:
         rest = np.flatnonzero(~decided)
         t1 = {f"first_{k}": v for k, v in fb1.timings_ms.items()}
         t1["first_classify"] = ms1
+        t1.update(pixel_ms)
         timings = [dict(t1) for _ in range(N)]
         batches, rows = [fb1], [(0, i) for i in range(N)]
         if len(rest):
@@ -435,7 +460,8 @@ class Detector:
                                   explain=explain)
             self._check_names(fb.names, self.classifier)
             t0 = time.perf_counter()
-            ev2 = self.probabilities(fb.values.numpy(), None, appearance=A[rest])
+            ev2 = self.probabilities(fb.values.numpy(), None, appearance=A[rest],
+                                     artifacts=None if L is None else L[rest])
             ms2 = 1000 * (time.perf_counter() - t0) / len(rest)
             batches.append(fb)
             ev.update(rest, ev2)

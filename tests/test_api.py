@@ -8,6 +8,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.settings import Settings, settings_from_env
+from detector.evidence import REASONS
 
 
 def _png(arr) -> bytes:
@@ -59,9 +60,9 @@ def test_detect_multipart_and_raw(client):
     assert {"decode", "encode", "refine", "features", "classify"} <= set(t) and body["warnings"] == []
     assert t["total"] == pytest.approx(sum(v for k, v in t.items() if k != "total"), abs=0.05)
     # the evidence that drove the verdict: named when it is 'fake', with both tail probabilities
-    assert set(body["tail_probabilities"]) == {"generator", "photos", "probe"}
+    assert set(body["tail_probabilities"]) == {"generator", "photos", "probe", "artifacts"}
     assert bool(body["reasons"]) == (body["verdict"] == "fake")
-    assert set(body["reasons"]) <= {"reproduced like this generator's samples", "unlike real photos"}
+    assert set(body["reasons"]) <= set(REASONS.values())
     raw = client.post("/v1/detect?explain=true", content=GOOD, headers={"content-type": "image/png"})
     assert raw.status_code == 200 and raw.json()["p_fake"] == pytest.approx(body["p_fake"])
     ev = raw.json()["evidence"]

@@ -26,7 +26,7 @@ def test_calibrate_cli_writes_a_working_detector_elsewhere(tiny_detector, tmp_pa
     out = tmp_path / "elsewhere" / "calibrated.json"
     assert main(["calibrate", "--real", str(ref), "--fpr", "0.05", "--out", str(out),
                  "--detector", str(folder / "det.json"), "--device", "cpu"]) == 0
-    new = Detector.load(out)  # its bundle and encoder found from the new place, fingerprints checked
+    new = Detector.load(out)  # its bundle, encoder and artifact CNN found from the new place, fingerprints checked
     spec = json.loads(out.read_text())
     cal = spec["calibration"]
     assert cal["n_photos"] == 100 and cal["reference"] == "mine" and cal["target_fpr"] == 0.05

@@ -42,7 +42,7 @@ def cascaded(tmp_path_factory):
     from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
     from gan_inversion.perceptual import build_perceptual
 
-    from .conftest import TINY_FRAMING, make_D, make_G
+    from .conftest import TINY_ARTIFACTS, TINY_FRAMING, make_D, make_G
 
     d = tmp_path_factory.mktemp("cascade")
     G, D = make_G(seed=0), make_D(seed=0)
@@ -57,7 +57,7 @@ def cascaded(tmp_path_factory):
                  encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=((0, 1), (1.0, 1))),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
                  cfg=FitConfig(n_real=64, n_fake=64, batch=32, launder_prob=0.5), cache_dir=d / "cache",
-                 progress=False)
+                 artifact_cfg=TINY_ARTIFACTS, progress=False)
     full = Detector.load(d / "det.json", cascade=False)
     spec = fit_cascade(full, reals, cfg=CascadeConfig(n_real=48, n_fake=48, max_missed=0.05),
                        cache_dir=d / "cache", progress=False)
@@ -123,9 +123,10 @@ def test_each_image_is_decided_by_one_stage_independently_of_its_batch(cascaded,
         expect = first[i] if r.stage == "first" else ref[r.source]
         assert r.p_fake == pytest.approx(expect.p_fake, abs=1e-6)
         assert r.to_dict()["stage"] == r.stage
-        # each stage reports the evidence it weighed: the first stage has no probe, the refined one has it
+        # each stage reports the evidence it weighed: the first stage has no probe nor artifact CNN, the
+        # refined one has them
         assert set(r.tail_probabilities) == ({"generator", "photos"} if r.stage == "first"
-                                             else {"generator", "photos", "probe"})
+                                             else {"generator", "photos", "probe", "artifacts"})
         assert set(r.tail_probabilities) == set(alone.tail_probabilities)
     assert {r.stage for r in mixed} == {"first", "refined"} or len(set(p_first)) == 1
 

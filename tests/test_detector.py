@@ -270,7 +270,8 @@ def test_stability_checks_make_a_flipping_verdict_uncertain(tiny_detector, monke
         calls["features"] += 1
         return real_extract(*a, **k)
 
-    def proba(X, images, appearance=None):  # the input scores far over the threshold; every copy far under it
+    # the input scores far over the threshold; every copy far under it
+    def proba(X, images, appearance=None, artifacts=None):
         calls["proba"] += 1
         p = np.full(len(X), 0.999 if calls["proba"] == 1 else 0.0)
         return Evidence(p_fake=p, q={"generator": 1 - p, "photos": np.ones(len(X))})

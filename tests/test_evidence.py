@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from detector.evidence import (
+    REASON_ARTIFACTS,
     REASON_GENERATOR,
     REASON_PHOTOS,
     REASON_PROBE,
@@ -209,16 +210,16 @@ def test_detector_reports_reasons_and_old_files_still_score(tiny_detector, tmp_p
     from gan_inversion.data import to_uint8
 
     folder, det = tiny_detector
-    assert det.evidence is not None and det.info["evidence"] == ["generator", "photos", "probe"]
+    assert det.evidence is not None and det.info["evidence"] == ["generator", "photos", "probe", "artifacts"]
     with torch.no_grad():
         fake = det.G(torch.randn(4, det.G.z_dim, generator=torch.Generator().manual_seed(3)))
     photos = torch.randint(0, 256, (4, 1, 16, 16), generator=torch.Generator().manual_seed(9)).float() / 127.5 - 1
     res = det.score_tensors(torch.cat([to_uint8(fake).float() / 127.5 - 1, photos]))
     for r in res:
         d = r.to_dict()
-        assert set(d["tail_probabilities"]) == {"generator", "photos", "probe"}
+        assert set(d["tail_probabilities"]) == {"generator", "photos", "probe", "artifacts"}
         assert (r.verdict == "fake") == bool(r.reasons) or r.verdict == "uncertain"
-        assert set(r.reasons) <= {REASON_GENERATOR, REASON_PHOTOS, REASON_PROBE}
+        assert set(r.reasons) <= {REASON_GENERATOR, REASON_PHOTOS, REASON_PROBE, REASON_ARTIFACTS}
     spec = json.loads((folder / "det.json").read_text())
     spec.pop("evidence")
     (tmp_path / "old.json").write_text(json.dumps({**spec, "bundle": {**spec["bundle"],
