@@ -101,9 +101,10 @@ def artifact_logits(net: ArtifactCNN, images: torch.Tensor, *, batch: int = 500)
 
 
 def train_artifact_cnn(real: torch.Tensor, fake: torch.Tensor, *, cfg: ArtifactConfig = ArtifactConfig(),
-                       progress: bool = True) -> tuple[ArtifactCNN, list[tuple[int, float, float]]]:
+                       device="cpu", progress: bool = True) -> tuple[ArtifactCNN, list[tuple[int, float, float]]]:
     """Train on real [N, C, H, W] against fake [M, C, H, W] (both in [-1, 1]) until the validation AUC stops
-    improving; returns the best epoch's net (eval mode, frozen) and the history (epoch, train loss, val AUC)."""
+    improving; returns the best epoch's net (eval mode, frozen, on `device`) and the history (epoch, train loss,
+    val AUC). Batches are laundered on the CPU, then moved to the device."""
     from sklearn.metrics import roc_auc_score
 
     if min(len(real), len(fake)) < 10:
@@ -111,6 +112,7 @@ def train_artifact_cnn(real: torch.Tensor, fake: torch.Tensor, *, cfg: ArtifactC
                          "at least 10 each)")
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
+    real, fake = real.cpu(), fake.cpu()
     n_vr, n_vf = max(1, int(cfg.val_fraction * len(real))), max(1, int(cfg.val_fraction * len(fake)))
     pr, pf = torch.randperm(len(real), generator=g), torch.randperm(len(fake), generator=g)
     val_x = torch.cat([real[pr[:n_vr]], fake[pf[:n_vf]]])
@@ -118,7 +120,7 @@ def train_artifact_cnn(real: torch.Tensor, fake: torch.Tensor, *, cfg: ArtifactC
     val_y = np.r_[np.zeros(n_vr), np.ones(n_vf)]
     X = torch.cat([real[pr[n_vr:]], fake[pf[n_vf:]]])
     y = torch.cat([torch.zeros(len(real) - n_vr), torch.ones(len(fake) - n_vf)])
-    net = ArtifactCNN(cfg.width, img_channels=X.shape[1])
+    net = ArtifactCNN(cfg.width, img_channels=X.shape[1]).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, best, best_state, since = [], -1.0, None, 0
     bar = tqdm(total=cfg.max_epochs, disable=not progress, desc="artifact CNN (epochs)")
@@ -127,7 +129,7 @@ def train_artifact_cnn(real: torch.Tensor, fake: torch.Tensor, *, cfg: ArtifactC
         for i in range(max(1, len(X) // cfg.batch)):
             idx = perm[i * cfg.batch:(i + 1) * cfg.batch]
             xb, _ = laundering.random_launder(X[idx], prob=cfg.augment_prob, generator=g, ranges=cfg.ranges)
-            loss = F.binary_cross_entropy_with_logits(net.train()(xb), y[idx])
+            loss = F.binary_cross_entropy_with_logits(net.train()(xb.to(device)), y[idx].to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()

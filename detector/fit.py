@@ -215,8 +215,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         artifacts = None
         if cfg.artifact_cnn:
             a_real, a_fake, a_source = artifact_images(G, reals, cfg, y, clf_cfg, device=device)
-            net, history = train_artifact_cnn(a_real, a_fake, cfg=artifact_cfg, progress=progress)
-            net = net.to(device)
+            net, history = train_artifact_cnn(a_real, a_fake, cfg=artifact_cfg, device=device, progress=progress)
             file = out_path.with_name(f"{out_path.stem}.artifacts.pt")
             sha = save_artifact_cnn(file, net, cfg=artifact_cfg, history=history)
             best = max(history, key=lambda h: h[2])
