@@ -57,8 +57,11 @@ CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jp
 # fitting launderings (FIT_RANGES), only inside the reference photos' copies (REFERENCE_RANGES), or never seen.
 LAUNDERING_ROLE = {"clean": "—", "jpeg95": "in fitting", "jpeg75": "in fitting",
                    "jpeg50": "reference copies only (fitting: q60-100)", "resize0.5": "in fitting",
-                   "blur1": "in fitting", "noise0.02": "probe's noisy copies and reference copies",
-                   "webp70": "never (another codec)", "resize0.75+jpeg70": "never as a pair (fitting: one at most)"}
+                   "blur1": "in fitting",
+                   "noise0.02": "probe's noisy copies, reference copies and the artifact CNN's augmentation",
+                   "webp70": "never (another codec)",
+                   "resize0.75+jpeg70": "as a pair only among the reference photos' chained copies (a laundering, "
+                                        "then JPEG; detectors fitted before them: never)"}
 HELD_OUT_CONDITIONS = ("clean", "jpeg75", "resize0.5", "blur1")  # for the generators never used in fitting
 METHODS = ("resynth", "resynth_full", "resynth_generator", "photo_model", "probe_evidence", "artifact_evidence",
            "pixel_mse", "perceptual", "spectrum", "cnn", "linear_probe")

@@ -148,3 +148,14 @@ def test_its_training_images_are_no_other_part_of_the_fit(tiny_detector):
     clean = fit_images(det.G, reals, FitConfig(n_real=20, n_fake=20, launder_prob=0.0))[0]
     assert ids(photos) == ids(clean[fit_idx[y[fit_idx] == 0]])
     assert ids(photos).isdisjoint(ids(clean[cal_idx[y[cal_idx] == 0]]))
+
+
+def test_chained_copies_are_a_laundering_then_jpeg_and_reproducible():
+    from detector.fit import chained_copies
+
+    x = _sharp_and_smooth(n=12, seed=6)[0]
+    a, what = chained_copies(x, seed=0)
+    b, _ = chained_copies(x, seed=0)
+    assert torch.equal(a, b) and a.shape == x.shape and len(what) == 12
+    assert all(w.split(":")[0] in ("blur", "resize", "noise") and "+jpeg:" in w for w in what), what
+    assert not torch.equal(chained_copies(x, seed=1)[0], a)

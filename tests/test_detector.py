@@ -207,9 +207,9 @@ def test_feature_cache_hits_and_misses(tiny_detector, tmp_path, monkeypatch):
     from detector import fit
 
     path, det = tiny_detector
-    # the fixture fitted 96 photos and 96 samples in batches of 24, then 24 unused reference photos and their
-    # laundered copies
-    n_batches = 2 * (96 // 24) + 2
+    # the fixture fitted 96 photos and 96 samples in batches of 24, then 24 unused reference photos, their
+    # laundered copies and their chained copies
+    n_batches = 2 * (96 // 24) + 3
     assert len(list((path / "cache").glob("*.npz"))) == n_batches and not list((path / "cache").glob("*.tmp"))
     x = fit.quantize(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
