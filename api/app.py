@@ -54,7 +54,7 @@ class DetectResponse(BaseModel):
     degradation: dict[str, float] | None = None  # degradation-aware detectors: the estimated blur_sigma, scale
     reasons: list[str] = []  # the evidence that drove the verdict over the threshold (empty: none did)
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
-                                                         # evidence: 'generator', 'photos', 'probe'
+                                                         # evidence: 'generator', 'photos', 'probe', 'artifacts'
     stage: Literal["first", "refined"] | None = None  # with a cascade: decided on the encoder's guess, or refined
     attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
                                                   # and 'none'

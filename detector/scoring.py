@@ -116,7 +116,7 @@ class ScoreResult:
     degradation: dict[str, float] | None = None  # estimated (degradation-aware detectors): blur_sigma, scale
     reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
-                                                         # evidence ('generator', 'photos', 'probe';
+                                                         # evidence ('generator', 'photos', 'probe', 'artifacts';
                                                          # detector/evidence.py)
     stage: str | None = None  # with a cascade: 'first' (decided on the encoder's guess) or 'refined'
     attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
