@@ -357,8 +357,8 @@ class Detector:
             nan = np.full(len(p), np.nan)
             return Evidence(p_fake=p, q={"generator": nan})
         A = appearance if appearance is not None else appearance_features(self.perceptual, images.to(self.device))
-        if artifacts is None and self.artifact_net is not None and images is not None:
-            artifacts = self.artifact_scores(images)
+        if artifacts is None and images is not None:
+            artifacts = self.artifact_scores(images)  # None for a detector without the artifact CNN
         return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier),
                                       artifacts=artifacts, threshold=self._reason_threshold())
 

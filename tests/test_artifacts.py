@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from detector.artifacts import (
     ArtifactCNN,
@@ -17,12 +16,11 @@ from detector.artifacts import (
 )
 from detector.evidence import tail_probability
 
+from .test_baselines import _sharp_and_smooth as sharp_and_smooth
+
 
 def _sharp_and_smooth(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sharp = torch.rand(n, 1, 16, 16, generator=g) * 2 - 1
-    smooth = F.interpolate(F.interpolate(sharp, scale_factor=0.25, mode="bilinear"), size=16, mode="bilinear")
-    return sharp, smooth
+    return sharp_and_smooth(n, seed, size=16)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ from benchmarks.baselines import CNNBaseline, SpectrumBaseline, feature_baseline
 from benchmarks.generators import VAE, DCGANGenerator
 
 
-def _sharp_and_smooth(n=40, seed=0):
+def _sharp_and_smooth(n=40, seed=0, size=32):
+    """n noise images and the same images smoothed (down x4, up again), [n, 1, size, size] each."""
     g = torch.Generator().manual_seed(seed)
-    sharp = torch.rand(n, 1, 32, 32, generator=g) * 2 - 1
-    smooth = F.interpolate(F.interpolate(sharp, scale_factor=0.25, mode="bilinear"), size=32, mode="bilinear")
+    sharp = torch.rand(n, 1, size, size, generator=g) * 2 - 1
+    smooth = F.interpolate(F.interpolate(sharp, scale_factor=0.25, mode="bilinear"), size=size, mode="bilinear")
     return sharp, smooth
 
 
