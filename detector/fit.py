@@ -39,6 +39,7 @@ from .evidence import (
 from .features import FeatureConfig, extract_features
 from .latent_map import fit_latent_map, ws_code
 from .metrics import point_metrics
+from .reconstructions import ReconstructionConfig, reconstruct, train_autoencoders
 from .scoring import DETECTOR_FORMAT, DETECTOR_VERSION
 
 FIT_FAKE_SEED = 2_000_000_011   # fitting fakes; evaluation uses EVAL_FAKE_SEED: disjoint streams
@@ -65,6 +66,10 @@ class FitConfig:
     n_artifact: int = 2000      # its training photos and samples (each): train-split photos past the reference
                                 # photos and fresh samples (it needs no inversion, so more than the classifier's);
                                 # 0, or too few photos left: the classifier's fit part
+    reconstruction_fakes: bool = True  # its fakes also hold its photos' reconstructions by a bank of autoencoders
+                                       # (detector/reconstructions.py; measured: without them, 0.61 on DCGAN)
+    n_reconstruction_train: int = 8000  # the autoencoders' training photos: train-split photos past the artifact
+                                        # CNN's (too few left: the artifact CNN's own photos)
 
 
 class FeatureCache:
@@ -191,7 +196,8 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                  perceptual: PerceptualDistance, reals: ImageDataset, bundle_file: str, encoder_file: str | None,
                  feature_cfg: FeatureConfig = FeatureConfig(), clf_cfg: ClassifierConfig = ClassifierConfig(),
                  cfg: FitConfig = FitConfig(), artifact_cfg: ArtifactConfig = ArtifactConfig(),
-                 cache_dir: str | Path | None = None, device="cpu", progress: bool = True) -> dict:
+                 recon_cfg: ReconstructionConfig = ReconstructionConfig(), cache_dir: str | Path | None = None,
+                 device="cpu", progress: bool = True) -> dict:
     """Extract features, fit and calibrate the classifier, and write the detector JSON at `out_path` (and the
     artifact CNN's weights beside it, `<stem>.artifacts.pt`)."""
     out_path = Path(out_path)
@@ -233,6 +239,10 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         artifacts = None
         if cfg.artifact_cnn:
             a_real, a_fake, a_source = artifact_images(G, reals, cfg, y, clf_cfg, device=device)
+            recon = None
+            if cfg.reconstruction_fakes and recon_cfg.upsamplers:
+                recon = reconstruction_fakes(reals, a_real, cfg, recon_cfg, device=device, progress=progress)
+                a_fake = torch.cat([a_fake, recon["images"]])
             net, history = train_artifact_cnn(a_real, a_fake, cfg=artifact_cfg, device=device, progress=progress)
             file = out_path.with_name(f"{out_path.stem}.artifacts.pt")
             sha = save_artifact_cnn(file, net, cfg=artifact_cfg, history=history)
@@ -240,7 +250,8 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
             artifacts = ArtifactEvidence(
                 entry={"file": file.name, "sha256": sha, "args": dict(net.args), "config": asdict(artifact_cfg),
                        "epochs": len(history), "best_epoch": best[0], "val_auc": best[2],
-                       "trained_on": {"real": len(a_real), "fake": len(a_fake), "source": a_source}},
+                       "trained_on": {"real": len(a_real), "fake": len(a_fake), "source": a_source,
+                                      "reconstructions": None if recon is None else recon["summary"]}},
                 fit=artifact_logits(net, images.to(device)), reference=artifact_logits(net, photos.to(device)))
         probe_extra = None
         if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
@@ -332,6 +343,24 @@ def artifact_images(G: Generator, reals: ImageDataset, cfg: FitConfig, y: np.nda
     clean_real, clean_fake, _, _ = fit_images(G, reals, dataclasses.replace(cfg, launder_prob=0.0), device=device)
     clean = torch.cat([clean_real, clean_fake.cpu()])[fit_idx]
     return clean[y[fit_idx] == 0], clean[y[fit_idx] == 1], "the classifier's fit part"
+
+
+def reconstruction_fakes(reals: ImageDataset, photos: torch.Tensor, cfg: FitConfig, recon_cfg: ReconstructionConfig,
+                         *, device="cpu", progress: bool = True) -> dict:
+    """The artifact CNN's aligned fakes: its photos [N, C, H, W] reconstructed by autoencoders trained on
+    `cfg.n_reconstruction_train` train-split photos past its own (too few left: on its photos themselves).
+    Returns {"images": [N, C, H, W], "summary": what the fit records}."""
+    offset = cfg.reference_offset + cfg.n_reference + cfg.n_artifact
+    n = cfg.n_reconstruction_train
+    if n and len(reals) >= cfg.n_real + offset + n:
+        train = unused_reals(reals, cfg, n, offset=offset)
+        source = f"{n} train-split photos from {offset} past the fit's"
+    else:
+        train, source = photos, "the artifact CNN's photos"
+    nets, errors = train_autoencoders(train, cfg=recon_cfg, device=device, progress=progress)
+    return {"images": reconstruct(nets, photos, seed=recon_cfg.seed),
+            "summary": {"n": len(photos), "autoencoders_trained_on": source, "config": asdict(recon_cfg),
+                        "mean_abs_error": dict(zip(recon_cfg.upsamplers, [round(e, 5) for e in errors], strict=True))}}
 
 
 @dataclass

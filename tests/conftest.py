@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from detector.artifacts import ArtifactConfig
+from detector.reconstructions import ReconstructionConfig
 from gan_inversion.networks import Discriminator, Generator
 
 torch.set_num_threads(1)
@@ -85,12 +86,14 @@ def tiny_detector(tmp_path_factory):
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
                  cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24, n_reference=24,
                                reference_offset=0), cache_dir=d / "cache",
-                 artifact_cfg=TINY_ARTIFACTS, progress=False)
+                 artifact_cfg=TINY_ARTIFACTS, recon_cfg=TINY_RECONSTRUCTIONS, progress=False)
     return d, Detector.load(d / "det.json")
 
 
 # the artifact CNN of the tiny detectors: a few channels, a few epochs
 TINY_ARTIFACTS = ArtifactConfig(width=4, max_epochs=3, min_epochs=1, patience=1, batch=16)
+# and the autoencoders whose reconstructions join its fakes: a few channels, a few steps
+TINY_RECONSTRUCTIONS = ReconstructionConfig(width=4, latent_channels=2, steps=10, batch=8)
 
 
 def pytest_addoption(parser):
