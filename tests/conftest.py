@@ -85,7 +85,7 @@ def tiny_detector(tmp_path_factory):
                  encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
                  cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24, n_reference=24,
-                               reference_offset=0), cache_dir=d / "cache",
+                               reference_offset=0, reconstruction_fakes=True), cache_dir=d / "cache",
                  artifact_cfg=TINY_ARTIFACTS, recon_cfg=TINY_RECONSTRUCTIONS, progress=False)
     return d, Detector.load(d / "det.json")
 

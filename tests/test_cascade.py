@@ -42,7 +42,7 @@ def cascaded(tmp_path_factory):
     from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
     from gan_inversion.perceptual import build_perceptual
 
-    from .conftest import TINY_ARTIFACTS, TINY_FRAMING, TINY_RECONSTRUCTIONS, make_D, make_G
+    from .conftest import TINY_ARTIFACTS, TINY_FRAMING, make_D, make_G
 
     d = tmp_path_factory.mktemp("cascade")
     G, D = make_G(seed=0), make_D(seed=0)
@@ -57,7 +57,7 @@ def cascaded(tmp_path_factory):
                  encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=((0, 1), (1.0, 1))),
                  clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
                  cfg=FitConfig(n_real=64, n_fake=64, batch=32, launder_prob=0.5), cache_dir=d / "cache",
-                 artifact_cfg=TINY_ARTIFACTS, recon_cfg=TINY_RECONSTRUCTIONS, progress=False)
+                 artifact_cfg=TINY_ARTIFACTS, progress=False)
     full = Detector.load(d / "det.json", cascade=False)
     spec = fit_cascade(full, reals, cfg=CascadeConfig(n_real=48, n_fake=48, max_missed=0.05),
                        cache_dir=d / "cache", progress=False)
