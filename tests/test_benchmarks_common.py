@@ -10,3 +10,29 @@ def test_write_section_replaces_only_its_block(tmp_path):
     text = md.read_text()
     assert text.count("<!-- a:begin -->") == 1 and "second\nline" in text and "first" not in text
     assert "other" in text and text.startswith("# Results\n\nintro")
+
+
+def test_compare_scores_a_detector_on_the_suite_rows(tiny_detector, tmp_path):
+    """benchmarks/compare.py: the suite's rows for a detector file, unseen generators only where the suite
+    measures them, the same numbers through the feature cache or without it, and a column per detector."""
+    import torch
+
+    from benchmarks.compare import compare, render
+    from gan_inversion.metrics import generate
+
+    _, det = tiny_detector
+    g = torch.Generator().manual_seed(5)
+    reals = torch.rand(12, 1, 16, 16, generator=g) * 2 - 1
+    fakes = {"stylegan2 psi=1.0": generate(det.G, 12, seed=9), "dcgan": torch.rand(12, 1, 16, 16, generator=g) * 2 - 1}
+    conditions = {"clean": None, "jpeg95": ("jpeg", 95)}
+    res = compare([det], reals, fakes, conditions=conditions, cache_dir=tmp_path / "cache")
+    a = res["detectors"][det.model_id]
+    assert sorted(a["rows"]) == ["clean | dcgan", "clean | stylegan2 psi=1.0", "jpeg95 | stylegan2 psi=1.0"]
+    assert sorted(a["fpr"]) == ["clean", "jpeg95"] and all(0 <= v <= 1 for v in a["fpr"].values())
+    for r in a["rows"].values():
+        assert 0 <= r["auc"] <= 1 and 0 <= r["caught"] <= 1 and r["artifact_auc"] is not None
+    assert compare([det], reals, fakes, conditions=conditions)["detectors"][det.model_id] == a
+    assert any((tmp_path / "cache").iterdir())
+    table = render(res)
+    assert "| jpeg95 | stylegan2 psi=1.0 |" in table and "| jpeg95 | dcgan |" not in table
+    assert table.count(det.model_id) == 2                  # its column and its false-positive line
