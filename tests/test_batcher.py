@@ -128,7 +128,10 @@ def test_service_batches_concurrent_requests_with_the_same_answers(tiny_detector
             responses = list(pool.map(post, images))
         metrics = c.get("/metrics").text
     assert all(r.status_code == 200 for r in responses)
-    np.testing.assert_allclose([r.json()["p_fake"] for r in responses], alone, rtol=1e-6, atol=1e-9)
+    # the same answers up to float rounding, which depends on the batch a convolution sees and which the inversion's
+    # refinement steps amplify (measured: up to 6e-6 relative here); a mixed-up answer would be off by far more
+    # (these p_fake span two orders of magnitude)
+    np.testing.assert_allclose([r.json()["p_fake"] for r in responses], alone, rtol=1e-4, atol=1e-9)
     count = float(next(line.split()[-1] for line in metrics.splitlines()
                        if line.startswith("resynth_batch_size_count")))
     total = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("resynth_batch_size_sum")))
