@@ -23,14 +23,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from detector import laundering
-from detector.evidence import appearance_features
 from detector.fit import FeatureCache, feature_context, features_for
 from detector.metrics import point_metrics
 from detector.scoring import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
 
-from .roc import CONDITIONS, HELD_OUT_CONDITIONS, OWN, fake_sets
+from .roc import CONDITIONS, HELD_OUT_CONDITIONS, OWN, combined_evidence, fake_sets
 
 NAMES = ["stylegan2 psi=1.0", "stylegan2 psi=0.7", "dcgan", "vae", "stylegan2-narrow"]
 
@@ -50,9 +49,8 @@ def score_sets(det: Detector, reals: torch.Tensor, fakes: dict[str, torch.Tensor
                 continue
             images = launder(reals if gname == "real" else fakes[gname])
             X, _ = features_for(images, desc=f"{det.model_id} {cname} {gname}", **kw)
-            A = appearance_features(det.perceptual, images) if det.evidence is not None else None
-            L = det.artifact_scores(images)
-            out[(cname, gname)] = (det.probabilities(X, images, appearance=A, artifacts=L).p_fake, L)
+            _, L, ev = combined_evidence(det, X, images)
+            out[(cname, gname)] = (ev.p_fake, L)
     return out
 
 

@@ -81,6 +81,14 @@ def fake_sets(det: Detector, n: int, names: list[str]) -> dict[str, torch.Tensor
     return out
 
 
+def combined_evidence(det: Detector, X: np.ndarray, images: torch.Tensor):
+    """The full detector's evidence on feature rows X [N, F] of images [N, C, H, W]: (appearance features or None,
+    artifact CNN logits or None, detector.scoring.Evidence)."""
+    A = appearance_features(det.perceptual, images) if det.evidence is not None else None
+    L = det.artifact_scores(images)
+    return A, L, det.probabilities(X, images, appearance=A, artifacts=L)
+
+
 def fit_baselines(det: Detector, n_fit: int, *, quick: bool) -> dict:
     """Spectrum and CNN baselines on the detector's kind of fitting data (train reals vs fitting-seed fakes)."""
     train = load_fashion_mnist(DEFAULT_DATA, split="train")
@@ -192,9 +200,7 @@ def main(argv=None) -> int:
 
     def scores(images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
         X, fnames = features_for(images, desc=desc, **kw)
-        A = appearance_features(det.perceptual, images) if det.evidence is not None else None
-        L = det.artifact_scores(images)
-        ev = det.probabilities(X, images, appearance=A, artifacts=L)
+        A, L, ev = combined_evidence(det, X, images)
         photo, probe, cnn = (ev.scores.get(e, np.zeros(len(X))) for e in ("photos", "probe", "artifacts"))
         p, X1, decided = ev.p_fake, None, None
         if det.first_stage is not None:  # as served: the cascade decides clear cases on the encoder's guess
