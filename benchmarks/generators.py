@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from gan_inversion.auxiliary import StridedConvDiscriminator
 from gan_inversion.checkpoints import atomic_save, half_state, load_bundle, load_float_state, read_checkpoint
 from gan_inversion.data import load_fashion_mnist, save_grid, to_float
 from gan_inversion.defaults import DEFAULT_DATA
@@ -43,20 +44,6 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z):
         return self.net(z.view(-1, self.z_dim, 1, 1))
-
-
-class DCGANDiscriminator(nn.Module):
-    def __init__(self, width: int = 64, img_channels: int = 1):
-        super().__init__()
-        w = width
-        self.net = nn.Sequential(
-            nn.Conv2d(img_channels, w, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(4 * w, 1, 4, 1, 0))
-
-    def forward(self, x):
-        return self.net(x).flatten()
 
 
 class VAE(nn.Module):
@@ -93,7 +80,7 @@ def _batches(ds, batch: int, epochs: int, seed: int):
 def train_dcgan(*, epochs: int = 3, batch: int = 64, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     ds = load_fashion_mnist(DEFAULT_DATA, split="train")
-    G, D = DCGANGenerator(), DCGANDiscriminator()
+    G, D = DCGANGenerator(), StridedConvDiscriminator(width=64)  # DCGAN's discriminator at 32x32
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     steps = epochs * (len(ds) // batch)

@@ -94,7 +94,8 @@ def cmd_fit(args) -> int:
         cfg=FitConfig(n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch,
                       real_model=not args.no_real_model, n_reference=args.n_reference,
                       artifact_cnn=not args.no_artifact_cnn, n_artifact=args.n_artifact,
-                      reconstruction_fakes=args.reconstruction_fakes),
+                      reconstruction_fakes=args.reconstruction_fakes,
+                      aux_generators=tuple(args.aux_generator or ()), n_aux=args.n_aux),
         artifact_cfg=ArtifactConfig(max_epochs=args.artifact_epochs,
                                     min_epochs=min(ArtifactConfig().min_epochs, args.artifact_epochs)),
         cache_dir=args.cache, device=device)
@@ -297,6 +298,10 @@ def add_commands(sub) -> None:
                    help="the artifact CNN's fakes also hold its photos' reconstructions by autoencoders with a "
                         "generator's upsampling layers (transposed convolution, nearest, bilinear, pixel shuffle); "
                         "measured: better on unseen generators' pixels, worse on resized samples of the own one")
+    s.add_argument("--aux-generator", action="append", metavar="FILE",
+                   help="an auxiliary generator of another family (resynth train-aux): its samples join the linear "
+                        "probe's fakes, as many unused train-split photos its photos (repeatable)")
+    s.add_argument("--n-aux", type=int, default=2000, help="samples per auxiliary generator")
     s.add_argument("--artifact-epochs", type=int, default=60,
                    help="the artifact CNN's most epochs (it stops earlier when its validation AUC stops improving)")
     s.add_argument("--n-real", type=int, default=2000)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gan_inversion.auxiliary import load_aux, sample_aux
 from gan_inversion.data import ImageDataset, to_float, to_uint8
 from gan_inversion.encoder import Encoder, weights_fingerprint
-from gan_inversion.fileio import atomic_write, atomic_write_bytes
+from gan_inversion.fileio import atomic_write, atomic_write_bytes, sha256_file
 from gan_inversion.metrics import generate
 from gan_inversion.networks import Discriminator, Generator
 from gan_inversion.perceptual import PerceptualDistance
@@ -73,6 +74,11 @@ class FitConfig:
                                         # 1.7% of noisy photos are flagged: off by default
     n_reconstruction_train: int = 8000  # the autoencoders' training photos: train-split photos past the artifact
                                         # CNN's (too few left: the artifact CNN's own photos)
+    aux_generators: tuple[str, ...] = ()  # auxiliary generator files (gan_inversion/auxiliary.py, another family
+                                          # than every generator the ROC suite evaluates): their samples join the
+                                          # linear probe's fakes, as many unused train-split photos its photos
+    n_aux: int = 2000           # samples per auxiliary generator (photos past the autoencoders'; too few left:
+                                # the classifier's fit part's photos)
 
 
 class FeatureCache:
@@ -216,7 +222,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     X = np.concatenate([X_real, X_fake])
     y = np.concatenate([np.zeros(len(X_real), dtype=np.int64), np.ones(len(X_fake), dtype=np.int64)])
     spec_clf, _ = fit_classifier(X, y, names, cfg=clf_cfg)
-    evidence, reference_source = None, None
+    evidence, reference_source, aux_summary = None, None, None
     if cfg.real_model:
         images = torch.cat([real, fake])
         A = appearance_features(perceptual, images.to(device))
@@ -256,11 +262,19 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                        "trained_on": {"real": len(a_real), "fake": len(a_fake), "source": a_source,
                                       "reconstructions": None if recon is None else recon["summary"]}},
                 fit=artifact_logits(net, images.to(device)), reference=artifact_logits(net, photos.to(device)))
-        probe_extra = None
+        probe_extra, aux_summary = None, None
         if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
             fit_idx, _ = split_indices(y, clf_cfg)
             probe_extra = (appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
                            y[fit_idx])
+        if cfg.aux_generators:  # more kinds of fake for the probe: other generator families' samples
+            fit_idx, _ = split_indices(y, clf_cfg)
+            aux = auxiliary_probe_images(reals, cfg, photos_fallback=images[fit_idx][y[fit_idx] == 0])
+            A_aux = appearance_features(perceptual, torch.cat([aux["photos"], aux["fakes"]]).to(device))
+            y_aux = np.r_[np.zeros(len(aux["photos"]), dtype=np.int64), np.ones(len(aux["fakes"]), dtype=np.int64)]
+            probe_extra = (A_aux, y_aux) if probe_extra is None else (
+                np.concatenate([probe_extra[0], A_aux]), np.concatenate([probe_extra[1], y_aux]))
+            aux_summary = aux["summary"]
         evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
                                          seed=cfg.seed, reference=reference, probe_extra=probe_extra,
                                          artifacts=artifacts)
@@ -284,6 +298,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         **({"latent_map": latent_map} if latent_map else {}),
         "fit": {**asdict(cfg), "real_data": reals.name, "real_fingerprint": reals.fingerprint(),
                 "fake_seed": FIT_FAKE_SEED + cfg.seed, "reference_photos": reference_source,
+                "auxiliary_fakes": aux_summary,
                 "laundered": {"real": sum(w != "clean" for w in real_what),
                               "fake": sum(w != "clean" for w in fake_what)}},
         "metrics": {},
@@ -346,6 +361,41 @@ def artifact_images(G: Generator, reals: ImageDataset, cfg: FitConfig, y: np.nda
     clean_real, clean_fake, _, _ = fit_images(G, reals, dataclasses.replace(cfg, launder_prob=0.0), device=device)
     clean = torch.cat([clean_real, clean_fake.cpu()])[fit_idx]
     return clean[y[fit_idx] == 0], clean[y[fit_idx] == 1], "the classifier's fit part"
+
+
+AUX_FAKE_SEED = 6_000_000_011  # the auxiliary generators' samples (+ k for the k-th file)
+AUX_LAUNDER_SEED = 6_000_000_029  # their launderings and their photos'
+
+
+def auxiliary_probe_images(reals: ImageDataset, cfg: FitConfig, *, photos_fallback: torch.Tensor) -> dict:
+    """The linear probe's extra fitting images from `cfg.aux_generators`: `cfg.n_aux` samples of each, and as many
+    train-split photos past every other part of the fit (too few left: `photos_fallback`, the classifier's fit
+    part's photos, repeated as needed), both laundered like the fit's own images. Returns {"photos", "fakes"
+    (float [N, C, H, W], 8-bit values), "summary" (what the detector file records)}."""
+    fakes, files = [], []
+    for k, file in enumerate(cfg.aux_generators):
+        G_aux = load_aux(file)
+        res, ch = G_aux.init_kwargs["img_resolution"], G_aux.init_kwargs["img_channels"]
+        if (res, ch) != (reals.resolution, reals.channels):
+            raise ValueError(f"{file}: the auxiliary generator makes {res}px {ch}-channel images; the fit's photos "
+                             f"are {reals.resolution}px {reals.channels}-channel")
+        fakes.append(quantize(sample_aux(G_aux, cfg.n_aux, seed=AUX_FAKE_SEED + k)))
+        files.append({"file": str(file), "sha256": sha256_file(file), "n": cfg.n_aux, "seed": AUX_FAKE_SEED + k})
+    fake = torch.cat(fakes)
+    offset = cfg.reference_offset + cfg.n_reference + cfg.n_artifact + cfg.n_reconstruction_train
+    if len(reals) >= cfg.n_real + offset + len(fake):
+        photos = unused_reals(reals, cfg, len(fake), offset=offset)
+        source = f"train-split photos no other part of the fit uses (from {offset} past the fit's own)"
+    else:
+        if len(photos_fallback) == 0:
+            raise ValueError("no photos for the auxiliary fakes (the classifier's fit part holds none)")
+        photos = photos_fallback[torch.arange(len(fake)) % len(photos_fallback)].cpu()
+        source = "the classifier's fit part's photos (too few train-split photos left)"
+    g = torch.Generator().manual_seed(AUX_LAUNDER_SEED + cfg.seed)
+    photos, _ = laundering.random_launder(photos, prob=cfg.launder_prob, generator=g)
+    fake, _ = laundering.random_launder(fake, prob=cfg.launder_prob, generator=g)
+    return {"photos": photos, "fakes": fake,
+            "summary": {"generators": files, "photos": source, "n_photos": len(photos), "n_fakes": len(fake)}}
 
 
 def reconstruction_fakes(reals: ImageDataset, photos: torch.Tensor, cfg: FitConfig, recon_cfg: ReconstructionConfig,

@@ -185,6 +185,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_train_aux(args) -> int:
+    from gan_inversion.auxiliary import AuxTrainConfig, sample_aux, save_aux, train_aux_gan
+    from gan_inversion.data import load_fashion_mnist, save_grid
+
+    photos = load_fashion_mnist(args.data, split="train")
+    cfg = AuxTrainConfig(epochs=args.epochs, seed=args.seed, width=args.width)
+    G, info = train_aux_gan(photos, family=args.family, cfg=cfg)
+    out = Path(args.out)
+    save_aux(out, G, info, family=args.family)
+    grid = out.with_name(f"{out.stem}_samples.png")
+    save_grid(sample_aux(G, 64, seed=0), grid, nrow=8)
+    print(f"wrote the {args.family} auxiliary generator ({info['steps']} steps, {info['train_s']:.0f} s) to {out}, "
+          f"samples in {grid}")
+    return 0
+
+
 def add_commands(sub) -> None:
     """Register the generator commands on an argparse subparsers object."""
     s = sub.add_parser("prepare-data", help="put Fashion-MNIST where the loaders find it")
@@ -259,6 +275,16 @@ def add_commands(sub) -> None:
                    "and crop the largest face of each input before scoring")
     s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("train-aux", help="train an auxiliary generator of another family (its samples can join "
+                       "the linear probe's fakes: resynth fit --aux-generator)")
+    s.add_argument("--family", default="upsample-conv", choices=("upsample-conv",))
+    s.add_argument("--out", default="models/auxiliary/upsample_conv.pt")
+    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--seed", type=int, default=2)
+    s.add_argument("--width", type=int, default=48)
+    s.set_defaults(func=cmd_train_aux)
 
     s = sub.add_parser("export", help="strip a training checkpoint down to a bundle (optionally fp16)")
     s.add_argument("checkpoint")

@@ -69,3 +69,17 @@ def test_train_resume_from_a_copied_checkpoint(tmp_path, monkeypatch):
     assert main([*args, "--run", str(tmp_path / "b"), "--resume-from", str(tmp_path / "a" / "checkpoint.pt")]) == 0
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert b["train_state"]["step"] == 4
+
+
+def test_train_aux_writes_a_loadable_generator_and_its_samples(tmp_path, monkeypatch, capsys):
+    from gan_inversion.auxiliary import load_aux, sample_aux
+    from gan_inversion.data import ImageDataset
+
+    images = torch.randint(0, 256, (64, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    monkeypatch.setattr("gan_inversion.data.load_fashion_mnist",
+                        lambda *a, **k: ImageDataset(images=images, name="toy"))
+    out = tmp_path / "aux" / "u.pt"
+    assert main(["train-aux", "--out", str(out), "--epochs", "1", "--width", "8"]) == 0
+    assert "upsample-conv auxiliary generator (1 steps" in capsys.readouterr().out  # 64 photos: one batch
+    assert sample_aux(load_aux(out), 3, seed=0).shape == (3, 1, 16, 16)
+    assert Image.open(out.with_name("u_samples.png")).size[0] > 16
