@@ -62,13 +62,30 @@ def main(argv=None) -> int:
     variants = {"registered generator only": (["own"], names),
                 "+ auxiliary (another family)": (["own", "auxiliary"], names),
                 **{f"+ the other two (without {g})": (["own", *[o for o in OTHERS if o != g]], [g]) for g in OTHERS}}
+    rows = probe_rows(fit, to_float(train.get_batch(perm[: args.n_fit * 3])), test_real, test_fake, variants)
+    meta = {"model_id": det.model_id, "aux": args.aux, "n": args.n, "n_fit": args.n_fit, "wall_s": time.time() - t0}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "probe_fakes.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_section("probe_fakes", render(meta, rows, names))
+    print(f"done in {meta['wall_s']:.0f} s")
+    return 0
+
+
+def probe_rows(fit_fakes: dict[str, torch.Tensor], photos: torch.Tensor, test_real: torch.Tensor,
+               test_fake: dict[str, torch.Tensor], variants: dict[str, tuple[list[str], list[str]]], *,
+               backbone=None, progress: bool = True) -> list[dict]:
+    """One probe per variant {label: (kinds of fake it is fitted with, generators it is reported on)}: fitted on
+    the fakes of those kinds against as many of `photos` (the first ones; all [N, C, H, W] floats, 8-bit values),
+    both laundered with p 0.5, then its AUC on test_real against each reported test_fake set, per condition."""
     rows = []
     for label, (kinds, report) in variants.items():
-        fake = torch.cat([fit[k] for k in kinds])
-        real = to_float(train.get_batch(perm[: len(fake)]))
+        fake = torch.cat([fit_fakes[k] for k in kinds])
+        if len(photos) < len(fake):
+            raise ValueError(f"{label}: {len(fake)} fakes but only {len(photos)} photos to fit against")
         g = torch.Generator().manual_seed(0)
-        probe = LinearProbeBaseline().fit(laundering.random_launder(real, prob=0.5, generator=g)[0],
-                                          laundering.random_launder(fake, prob=0.5, generator=g)[0])
+        probe = LinearProbeBaseline(backbone=backbone).fit(
+            laundering.random_launder(photos[: len(fake)], prob=0.5, generator=g)[0],
+            laundering.random_launder(fake, prob=0.5, generator=g)[0])
         row = {"fitted_with": label, "fakes": kinds, "auc": {}}
         for cname, cond in CONDS.items():
             launder = (lambda x: x) if cond is None else (lambda x, c=cond: laundering.apply(x, *c))  # noqa: E731
@@ -78,13 +95,9 @@ def main(argv=None) -> int:
                 y = np.r_[np.zeros(len(s_real)), np.ones(len(s_fake))]
                 row["auc"][f"{cname} {name}"] = float(roc_auc_score(y, np.r_[s_real, s_fake]))
         rows.append(row)
-        print(json.dumps(row), flush=True)
-    meta = {"model_id": det.model_id, "aux": args.aux, "n": args.n, "n_fit": args.n_fit, "wall_s": time.time() - t0}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "probe_fakes.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    write_section("probe_fakes", render(meta, rows, names))
-    print(f"done in {meta['wall_s']:.0f} s")
-    return 0
+        if progress:
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def render(meta: dict, rows: list[dict], names: list[str]) -> str:
