@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from gan_inversion.auxiliary import StridedConvDiscriminator
+from gan_inversion.auxiliary import StridedConvDiscriminator, gan_step
 from gan_inversion.checkpoints import atomic_save, half_state, load_bundle, load_float_state, read_checkpoint
 from gan_inversion.data import load_fashion_mnist, save_grid, to_float
 from gan_inversion.defaults import DEFAULT_DATA
@@ -86,16 +85,7 @@ def train_dcgan(*, epochs: int = 3, batch: int = 64, seed: int = 0) -> Path:
     steps = epochs * (len(ds) // batch)
     t0 = time.time()
     for real in tqdm(_batches(ds, batch, epochs, seed), total=steps, desc="dcgan"):
-        z = torch.randn(batch, G.z_dim)
-        fake = G(z)
-        loss_d = F.softplus(D(fake.detach())).mean() + F.softplus(-D(real)).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = F.softplus(-D(fake)).mean()
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
+        gan_step(G, D, opt_g, opt_d, real, torch.randn(batch, G.z_dim))
     return _save("dcgan", G.eval(), {"epochs": epochs, "batch": batch, "seed": seed, "train_s": time.time() - t0})
 
 

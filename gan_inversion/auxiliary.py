@@ -81,6 +81,21 @@ class AuxTrainConfig:
     z_dim: int = 64
 
 
+def gan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             real: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
+    """One step of the non-saturating GAN loss: D on real [N, C, H, W] against G(z), then G. Returns the losses."""
+    fake = G(z)
+    loss_d = F.softplus(D(fake.detach())).mean() + F.softplus(-D(real)).mean()
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+    loss_g = F.softplus(-D(fake)).mean()
+    opt_g.zero_grad()
+    loss_g.backward()
+    opt_g.step()
+    return float(loss_d), float(loss_g)
+
+
 def train_aux_gan(photos: ImageDataset, *, family: str = "upsample-conv", cfg: AuxTrainConfig = AuxTrainConfig(),
                   max_steps: int | None = None, progress: bool = True) -> tuple[UpsampleConvGenerator, dict]:
     """Train an auxiliary generator on `photos` (non-saturating GAN loss, Adam β1 0.5). Returns (G in eval mode,
@@ -106,15 +121,7 @@ def train_aux_gan(photos: ImageDataset, *, family: str = "upsample-conv", cfg: A
                 if step >= steps:
                     break
                 real = to_float(photos.get_batch(perm[i * cfg.batch:(i + 1) * cfg.batch]))
-                fake = G(torch.randn(cfg.batch, cfg.z_dim))
-                loss_d = F.softplus(D(fake.detach())).mean() + F.softplus(-D(real)).mean()
-                opt_d.zero_grad()
-                loss_d.backward()
-                opt_d.step()
-                loss_g = F.softplus(-D(fake)).mean()
-                opt_g.zero_grad()
-                loss_g.backward()
-                opt_g.step()
+                gan_step(G, D, opt_g, opt_d, real, torch.randn(cfg.batch, cfg.z_dim))
                 step += 1
                 bar.update(1)
     info = {"config": asdict(cfg), "steps": step, "train_s": time.time() - t0, "data": photos.name,
