@@ -262,13 +262,11 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                        "trained_on": {"real": len(a_real), "fake": len(a_fake), "source": a_source,
                                       "reconstructions": None if recon is None else recon["summary"]}},
                 fit=artifact_logits(net, images.to(device)), reference=artifact_logits(net, photos.to(device)))
-        probe_extra, aux_summary = None, None
+        probe_extra, (fit_idx, _) = None, split_indices(y, clf_cfg)
         if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
-            fit_idx, _ = split_indices(y, clf_cfg)
             probe_extra = (appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
                            y[fit_idx])
         if cfg.aux_generators:  # more kinds of fake for the probe: other generator families' samples
-            fit_idx, _ = split_indices(y, clf_cfg)
             aux = auxiliary_probe_images(reals, cfg, photos_fallback=images[fit_idx][y[fit_idx] == 0])
             A_aux = appearance_features(perceptual, torch.cat([aux["photos"], aux["fakes"]]).to(device))
             y_aux = np.r_[np.zeros(len(aux["photos"]), dtype=np.int64), np.ones(len(aux["fakes"]), dtype=np.int64)]
