@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def score_sets(det: Detector, reals: torch.Tensor, fakes: dict[str, torch.Tensor
               batch=50, cache=cache)
     out = {}
     for cname, cond in conditions.items():
-        launder = (lambda x: x) if cond is None else (lambda x, c=cond: laundering.apply(x, *c))  # noqa: E731
+        launder = partial(laundering.apply_condition, cond=cond)
         for gname in ["real", *fakes]:
             if gname != "real" and gname not in OWN and cname not in HELD_OUT_CONDITIONS:
                 continue

@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         parse_mode(m)
     rows = []
     for name, cond in conditions.items():
-        r, f = (reals, fakes) if cond is None else (laundering.apply(reals, *cond), laundering.apply(fakes, *cond))
+        r, f = laundering.apply_condition(reals, cond), laundering.apply_condition(fakes, cond)
         row = {"condition": name}
         for mode in meta["modes"]:
             aware, search = parse_mode(mode)

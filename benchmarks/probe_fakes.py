@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,10 +36,10 @@ from gan_inversion.metrics import generate
 from . import generators
 from .baselines import LinearProbeBaseline
 from .common import RESULTS_DIR, write_section
-from .roc import fake_sets
+from .roc import CONDITIONS, fake_sets
 
 OTHERS = ["dcgan", "vae", "stylegan2-narrow"]
-CONDS = {"clean": None, "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0)}
+CONDS = {c: CONDITIONS[c] for c in ("clean", "resize0.5", "blur1")}
 AUX_SEED, OTHER_SEED = 7_000_000_001, FIT_FAKE_SEED + 200  # fitting streams the suite's evaluation never draws
 
 
@@ -88,7 +89,7 @@ def probe_rows(fit_fakes: dict[str, torch.Tensor], photos: torch.Tensor, test_re
             laundering.random_launder(fake, prob=0.5, generator=g)[0])
         row = {"fitted_with": label, "fakes": kinds, "auc": {}}
         for cname, cond in CONDS.items():
-            launder = (lambda x: x) if cond is None else (lambda x, c=cond: laundering.apply(x, *c))  # noqa: E731
+            launder = partial(laundering.apply_condition, cond=cond)
             s_real = probe.score(launder(test_real))
             for name in report:
                 s_fake = probe.score(launder(test_fake[name]))

@@ -24,6 +24,7 @@ import argparse
 import json
 import platform
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
 
     results, curves = {}, {}
     for cname, cond in conditions.items():
-        launder = (lambda x: x) if cond is None else (lambda x, c=cond: laundering.apply(x, *c))  # noqa: E731
+        launder = partial(laundering.apply_condition, cond=cond)
         s_real = scores(launder(reals), f"{cname} real")
         ms = timed_ms(det, launder(reals))
         results[cname] = {}

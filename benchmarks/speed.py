@@ -56,7 +56,7 @@ def accuracy(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, progres
     cache = FeatureCache(DEFAULT_CACHE, feature_context(det))
     out = {}
     for name, cond in CONDITIONS.items():
-        r, f = (reals, fakes) if cond is None else (laundering.apply(reals, *cond), laundering.apply(fakes, *cond))
+        r, f = laundering.apply_condition(reals, cond), laundering.apply_condition(fakes, cond)
         kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
                   batch=50, cache=cache, progress=progress)
         X = np.concatenate([features_for(r, desc=f"{name} real", **kw)[0],

@@ -262,17 +262,16 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                        "trained_on": {"real": len(a_real), "fake": len(a_fake), "source": a_source,
                                       "reconstructions": None if recon is None else recon["summary"]}},
                 fit=artifact_logits(net, images.to(device)), reference=artifact_logits(net, photos.to(device)))
-        probe_extra, (fit_idx, _) = None, split_indices(y, clf_cfg)
+        extra, (fit_idx, _) = [], split_indices(y, clf_cfg)  # the probe's extra (appearance, labels) parts
         if cfg.probe_noise_copies:  # measured: without them the probe flags most noisy photos
-            probe_extra = (appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
-                           y[fit_idx])
+            extra.append((appearance_features(perceptual, noisy_copies(images[fit_idx], seed=cfg.seed).to(device)),
+                          y[fit_idx]))
         if cfg.aux_generators:  # more kinds of fake for the probe: other generator families' samples
             aux = auxiliary_probe_images(reals, cfg, photos_fallback=images[fit_idx][y[fit_idx] == 0])
-            A_aux = appearance_features(perceptual, torch.cat([aux["photos"], aux["fakes"]]).to(device))
             y_aux = np.r_[np.zeros(len(aux["photos"]), dtype=np.int64), np.ones(len(aux["fakes"]), dtype=np.int64)]
-            probe_extra = (A_aux, y_aux) if probe_extra is None else (
-                np.concatenate([probe_extra[0], A_aux]), np.concatenate([probe_extra[1], y_aux]))
+            extra.append((appearance_features(perceptual, torch.cat([aux["photos"], aux["fakes"]]).to(device)), y_aux))
             aux_summary = aux["summary"]
+        probe_extra = (np.concatenate([a for a, _ in extra]), np.concatenate([t for _, t in extra])) if extra else None
         evidence = fit_combined_evidence(X, A, y, spec_clf, clf_cfg=clf_cfg, backbone=perceptual.backend_id,
                                          seed=cfg.seed, reference=reference, probe_extra=probe_extra,
                                          artifacts=artifacts)
@@ -491,7 +490,7 @@ def evaluate_detector(detector, test_reals: ImageDataset, *, n: int = 1000, batc
               feature_cfg=detector.feature_cfg, batch=batch, cache=cache, progress=progress)
     out = {}
     for name, cond in conditions.items():
-        r, f = (real, fake) if cond is None else (laundering.apply(real, *cond), laundering.apply(fake, *cond))
+        r, f = laundering.apply_condition(real, cond), laundering.apply_condition(fake, cond)
         X_r, _ = features_for(r.to(detector.device), desc=f"{name} real", **kw)
         X_f, _ = features_for(f.to(detector.device), desc=f"{name} fake", **kw)
         X, images = np.concatenate([X_r, X_f]), torch.cat([r, f])

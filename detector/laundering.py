@@ -77,6 +77,11 @@ def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
     return torch.stack([fn(img, strength) for img in x])
 
 
+def apply_condition(x: torch.Tensor, cond: tuple[str, float] | None) -> torch.Tensor:
+    """x laundered by an evaluation condition: None (x unchanged) or (kind, strength) as in `apply`."""
+    return x if cond is None else apply(x, *cond)
+
+
 # What a fitting image may go through: (low, high) strength per kind, drawn uniformly.
 FIT_RANGES = {"jpeg": (60, 100), "blur": (0.3, 1.0), "resize": (0.5, 0.9)}
 # Wider, for the reference photos the evidence's tail probabilities and threshold are measured against

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .auxiliary import FAMILIES, AuxTrainConfig
 from .defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, DEFAULT_FID_NET, pick_device
 from .presets import PRESETS
 
@@ -186,7 +187,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_train_aux(args) -> int:
-    from gan_inversion.auxiliary import AuxTrainConfig, sample_aux, save_aux, train_aux_gan
+    from gan_inversion.auxiliary import sample_aux, save_aux, train_aux_gan
     from gan_inversion.data import load_fashion_mnist, save_grid
 
     photos = load_fashion_mnist(args.data, split="train")
@@ -278,12 +279,12 @@ def add_commands(sub) -> None:
 
     s = sub.add_parser("train-aux", help="train an auxiliary generator of another family (its samples can join "
                        "the linear probe's fakes: resynth fit --aux-generator)")
-    s.add_argument("--family", default="upsample-conv", choices=("upsample-conv",))
+    s.add_argument("--family", default=FAMILIES[0], choices=FAMILIES)
     s.add_argument("--out", default="models/auxiliary/upsample_conv.pt")
     s.add_argument("--data", default=str(DEFAULT_DATA))
-    s.add_argument("--epochs", type=int, default=3)
-    s.add_argument("--seed", type=int, default=2)
-    s.add_argument("--width", type=int, default=48)
+    s.add_argument("--epochs", type=int, default=AuxTrainConfig.epochs)
+    s.add_argument("--seed", type=int, default=AuxTrainConfig.seed)
+    s.add_argument("--width", type=int, default=AuxTrainConfig.width)
     s.set_defaults(func=cmd_train_aux)
 
     s = sub.add_parser("export", help="strip a training checkpoint down to a bundle (optionally fp16)")
