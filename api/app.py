@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from detector.scoring import Detector, VerdictPolicy
+from detector.runtime import Detector, VerdictPolicy
 from gan_inversion.defaults import pick_device
 
 from .audits import AuditManager

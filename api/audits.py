@@ -40,7 +40,7 @@ from detector.audit import (
     render_report,
     run_audit,
 )
-from detector.scoring import Detector
+from detector.runtime import Detector
 
 from .errors import ApiError, error_responses
 from .guard import Metrics

@@ -20,7 +20,7 @@ import anyio
 import torch
 
 from detector.imageio import PreparedImage
-from detector.scoring import Detector, ScoreResult
+from detector.runtime import Detector, ScoreResult
 
 
 @dataclass(eq=False)

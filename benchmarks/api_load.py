@@ -28,12 +28,14 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from detector.fit import EVAL_FAKE_SEED
+from detector import plan
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import load_fashion_mnist, to_uint8
 from gan_inversion.defaults import DEFAULT_DATA
 
 from .common import RESULTS_DIR, write_section
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

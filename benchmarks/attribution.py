@@ -24,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.attribution import NONE, AttributionConfig, fit_attribution, load_member, rows_for
-from detector.fit import EVAL_FAKE_SEED, FeatureCache, feature_context, features_for, quantize
-from detector.scoring import Detector
+from detector import plan
+from detector.components.attribution import NONE, load_member
+from detector.features import FeatureCache, feature_context, features_for
+from detector.fitting.attribution import AttributionConfig, fit_attribution, rows_for
+from detector.fitting.images import quantize
+from detector.runtime import Detector
 from gan_inversion.checkpoints import bundle_from_dict, read_checkpoint, save_bundle
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
@@ -34,6 +37,8 @@ from gan_inversion.metrics import generate
 
 from . import generators
 from .common import RESULTS_DIR, write_section
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTRIBUTION2 = ROOT / "models" / "attribution_detector.json"

@@ -22,15 +22,17 @@ from pathlib import Path
 import cv2
 from PIL import Image
 
+from detector import plan
 from detector.audit import AuditConfig, open_db, run_audit, walk_media
 from detector.audit.db import ensure_audit
-from detector.fit import EVAL_FAKE_SEED
-from detector.scoring import Detector
+from detector.runtime import Detector
 from gan_inversion.data import load_fashion_mnist, to_uint8
 from gan_inversion.defaults import DEFAULT_DATA, DEFAULT_DETECTOR
 from gan_inversion.metrics import generate
 
 from .common import RESULTS_DIR, write_section
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
 
 WORK = Path(__file__).resolve().parent.parent / "runs" / "audit-bench"
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from detector.artifacts import ArtifactConfig, artifact_logits, train_artifact_cnn
-from detector.evidence import cv_logistic
+from detector.components.artifact_cnn import artifact_logits
+from detector.fitting.artifacts import ArtifactConfig, train_artifact_cnn
+from detector.fitting.evidence import cv_logistic
 
 
 def radial_spectrum(images: torch.Tensor) -> np.ndarray:

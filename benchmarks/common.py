@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
-from detector.fit import EVAL_FAKE_SEED
+from detector import plan
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.encoder import InvertConfig, invert
 from gan_inversion.metrics import generate
 from gan_inversion.projector import ProjectConfig, project
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -24,9 +24,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from detector import laundering
-from detector.fit import FeatureCache, feature_context, features_for
+from detector.features import FeatureCache, feature_context, features_for
 from detector.metrics import point_metrics
-from detector.scoring import Detector
+from detector.runtime import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
 

@@ -23,8 +23,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from detector import laundering
-from detector.fit import quantize
-from detector.scoring import Detector
+from detector.fitting.images import quantize
+from detector.runtime import Detector
 from gan_inversion.defaults import DEFAULT_DATA, DEFAULT_DETECTOR
 from gan_inversion.degradation import DEFAULT_GRID, invert_degraded
 from gan_inversion.encoder import invert

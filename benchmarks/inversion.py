@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from sklearn.metrics import roc_auc_score
 
-from detector.fit import EVAL_FAKE_SEED
+from detector import plan
 from gan_inversion.checkpoints import load_bundle
 from gan_inversion.data import save_grid
 from gan_inversion.defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, REPO_ROOT, pick_device
@@ -28,6 +28,8 @@ from gan_inversion.perceptual import build_perceptual, parse_backend_id
 from gan_inversion.projector import w_spread
 
 from .common import RESULTS_DIR, eval_images, run_inversion, write_section
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
 
 
 def settings(n: int, quick: bool) -> list[dict]:

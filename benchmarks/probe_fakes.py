@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from detector import laundering
-from detector.fit import FIT_FAKE_SEED, quantize
-from detector.scoring import Detector
+from detector import laundering, plan
+from detector.fitting.images import quantize
+from detector.runtime import Detector
 from gan_inversion.auxiliary import load_aux, sample_aux
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_DATA, DEFAULT_DETECTOR
@@ -37,6 +37,8 @@ from . import generators
 from .baselines import LinearProbeBaseline
 from .common import RESULTS_DIR, write_section
 from .roc import CONDITIONS, fake_sets
+
+FIT_FAKE_SEED = plan.seed("fit_fakes")
 
 OTHERS = ["dcgan", "vae", "stylegan2-narrow"]
 CONDS = {c: CONDITIONS[c] for c in ("clean", "resize0.5", "blur1")}

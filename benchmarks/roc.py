@@ -29,20 +29,12 @@ from functools import partial
 import numpy as np
 import torch
 
-from detector import laundering
-from detector.evidence import appearance_features
-from detector.features import extract_features
-from detector.fit import (
-    EVAL_FAKE_SEED,
-    FIT_FAKE_SEED,
-    FeatureCache,
-    feature_context,
-    features_for,
-    first_stage_features,
-    quantize,
-)
+from detector import laundering, plan
+from detector.features import FeatureCache, appearance_features, extract_features, feature_context, features_for
+from detector.fitting.evaluate import first_stage_features
+from detector.fitting.images import quantize
 from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
-from detector.scoring import Detector
+from detector.runtime import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
 from gan_inversion.metrics import generate
@@ -50,6 +42,9 @@ from gan_inversion.metrics import generate
 from . import generators
 from .baselines import CNNBaseline, LinearProbeBaseline, SpectrumBaseline, feature_baselines
 from .common import RESULTS_DIR, run_inversion, write_section
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
+FIT_FAKE_SEED = plan.seed("fit_fakes")
 
 CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
               "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02),

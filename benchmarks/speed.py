@@ -30,17 +30,19 @@ import httpx
 import numpy as np
 import torch
 
-from detector import laundering
-from detector.evidence import appearance_features
-from detector.features import extract_features
-from detector.fit import EVAL_FAKE_SEED, FeatureCache, feature_context, features_for, first_stage_features, quantize
+from detector import laundering, plan
+from detector.features import FeatureCache, appearance_features, extract_features, feature_context, features_for
+from detector.fitting.evaluate import first_stage_features
+from detector.fitting.images import quantize
 from detector.metrics import point_metrics
-from detector.scoring import Detector
+from detector.runtime import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR, pick_device
 from gan_inversion.metrics import generate
 
 from .common import RESULTS_DIR, write_section
+
+EVAL_FAKE_SEED = plan.seed("eval_fakes")
 
 CONDITIONS = {"clean": None, "jpeg75": ("jpeg", 75), "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0)}
 BAND_HALF_WIDTHS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, float("inf"))  # logit units around the threshold

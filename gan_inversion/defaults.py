@@ -16,6 +16,9 @@ DEFAULT_BUNDLE = MODELS / "fmnist32.pt"
 DEFAULT_ENCODER = MODELS / "fmnist32_encoder.pt"
 DEFAULT_DETECTOR = MODELS / "fmnist32_detector.json"
 DEFAULT_FID_NET = MODELS / "fmnist_fid_net.pt"
+DEFAULT_AUXILIARY = MODELS / "auxiliary" / "upsample_conv.pt"
+# how detector files name it: relative to the repository (resolved against it when not found from the cwd)
+EMBEDDED_AUXILIARY = "models/auxiliary/upsample_conv.pt"
 DEFAULT_DATA = REPO_ROOT / "data"
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "features"
 
@@ -25,3 +28,10 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def resolve_repo_path(path: str | Path) -> Path:
+    """A path as given when it exists (or is absolute), else the same path under the repository (how detector
+    files name the embedded auxiliary generator)."""
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else REPO_ROOT / p

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.artifacts import ArtifactConfig
-from detector.reconstructions import ReconstructionConfig
+from detector.fitting.artifacts import ArtifactConfig
+from detector.fitting.reconstructions import ReconstructionConfig
 from gan_inversion.networks import Discriminator, Generator
 
 torch.set_num_threads(1)
@@ -63,10 +63,11 @@ def tiny_detector(tmp_path_factory):
 
     Returns (folder, Detector); the folder holds g.pt, e.pt, det.json and the feature cache.
     """
-    from detector.classifier import ClassifierConfig
     from detector.features import FeatureConfig
-    from detector.fit import FitConfig, fit_detector
-    from detector.scoring import Detector
+    from detector.fitting.classifier import ClassifierConfig
+    from detector.fitting.config import DetectorConfig, FitConfig
+    from detector.fitting.fit import fit_detector
+    from detector.runtime import Detector
     from gan_inversion.checkpoints import save_bundle
     from gan_inversion.data import ImageDataset
     from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
@@ -81,12 +82,13 @@ def tiny_detector(tmp_path_factory):
     train_encoder(d / "e.pt", G, reals, perceptual=perc, progress=False,
                   cfg=EncoderTrainConfig(steps=5, batch_fake=4, batch_real=4, checkpoint_every=5))
     E, _ = load_encoder(d / "e.pt", G=G)
+    config = DetectorConfig(
+        features=FeatureConfig(refine_steps=2), classifier=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+        fit=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24, n_reference=24,
+                      reference_offset=0, reconstruction_fakes=True),
+        artifacts=TINY_ARTIFACTS, reconstruction=TINY_RECONSTRUCTIONS)
     fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
-                 encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2),
-                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=96, n_fake=96, batch=24, launder_prob=0.5, latent_map=24, n_reference=24,
-                               reference_offset=0, reconstruction_fakes=True), cache_dir=d / "cache",
-                 artifact_cfg=TINY_ARTIFACTS, recon_cfg=TINY_RECONSTRUCTIONS, progress=False)
+                 encoder_file="e.pt", cache_dir=d / "cache", progress=False, config=config)
     return d, Detector.load(d / "det.json")
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.settings import Settings, settings_from_env
-from detector.evidence import REASONS
+from detector.components.evidence import REASONS
 
 
 def _png(arr) -> bytes:

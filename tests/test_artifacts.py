@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from detector.artifacts import (
-    ArtifactCNN,
-    ArtifactConfig,
-    artifact_logits,
-    load_artifact_cnn,
-    save_artifact_cnn,
-    train_artifact_cnn,
-)
-from detector.evidence import tail_probability
+from detector.components.artifact_cnn import ArtifactCNN, artifact_logits, load_artifact_cnn
+from detector.components.evidence import tail_probability
+from detector.fitting.artifacts import ArtifactConfig, save_artifact_cnn, train_artifact_cnn
 
 from .test_baselines import _sharp_and_smooth as sharp_and_smooth
 
@@ -78,7 +72,7 @@ def test_too_few_images_are_refused():
 
 
 def test_the_detector_weighs_it_and_checks_its_file(tiny_detector, tmp_path):
-    from detector.scoring import Detector, DetectorError
+    from detector.runtime import Detector, DetectorError
 
     folder, det = tiny_detector
     entry = det.spec["evidence"]["artifacts"]
@@ -106,12 +100,13 @@ def test_the_detector_weighs_it_and_checks_its_file(tiny_detector, tmp_path):
     (tmp_path / "det.json").write_text(json.dumps(spec))
     with pytest.raises(DetectorError, match="artifact CNN"):
         Detector.load(tmp_path / "det.json", perceptual=det.perceptual)
-    # a file fitted before the artifact CNN (three evidences) still loads and scores without it
+    # a detector fitted without the artifact CNN (--no-artifact-cnn: three evidences) loads and scores without it
     ev_spec = dict(spec["evidence"])
     ev_spec.pop("artifacts")
     ev_spec["evidences"] = ["generator", "photos", "probe"]
     (tmp_path / "det.artifacts.pt").unlink()
-    (tmp_path / "old.json").write_text(json.dumps({**spec, "evidence": ev_spec}))
+    contents = [c for c in spec["contents"] if c != "artifacts"]
+    (tmp_path / "old.json").write_text(json.dumps({**spec, "evidence": ev_spec, "contents": contents}))
     old = Detector.load(tmp_path / "old.json", perceptual=det.perceptual)
     assert old.artifact_net is None and old.artifact_scores(photos) is None
     assert set(old.score_tensors(photos)[0].tail_probabilities) == {"generator", "photos", "probe"}
@@ -120,8 +115,9 @@ def test_the_detector_weighs_it_and_checks_its_file(tiny_detector, tmp_path):
 def test_its_training_images_are_no_other_part_of_the_fit(tiny_detector):
     """Photos past the fit's and the reference photos, and fresh samples; with too few photos, the classifier's
     fit part (never its calibration part)."""
-    from detector.classifier import ClassifierConfig, split_indices
-    from detector.fit import FitConfig, artifact_images, fit_images, unused_reals
+    from detector.fitting.classifier import ClassifierConfig, split_indices
+    from detector.fitting.config import FitConfig
+    from detector.fitting.images import artifact_images, fit_images, unused_reals
     from gan_inversion.data import ImageDataset, to_uint8
 
     _, det = tiny_detector
@@ -135,9 +131,9 @@ def test_its_training_images_are_no_other_part_of_the_fit(tiny_detector):
         return set(to_uint8(x)[:, 0, 0, 0].tolist())
 
     photos, samples, source = artifact_images(det.G, reals, cfg, y, clf_cfg)
-    assert len(photos) == len(samples) == 30 and "past the fit's own" in source
+    assert len(photos) == len(samples) == 30 and "'artifact'" in source
     fit_real = ids(fit_images(det.G, reals, FitConfig(n_real=20, n_fake=20, launder_prob=0.0))[0])
-    reference = ids(unused_reals(reals, cfg, 10, offset=10))
+    reference = ids(unused_reals(reals, cfg, 10, part="reference"))
     assert ids(photos).isdisjoint(fit_real | reference) and len(ids(photos)) == 30
     small = FitConfig(n_real=20, n_fake=20, reference_offset=10, n_reference=10, n_artifact=60)
     photos, samples, source = artifact_images(det.G, reals, small, y, clf_cfg)
@@ -149,7 +145,7 @@ def test_its_training_images_are_no_other_part_of_the_fit(tiny_detector):
 
 
 def test_chained_copies_are_a_laundering_then_jpeg_and_reproducible():
-    from detector.fit import chained_copies
+    from detector.fitting.images import chained_copies
 
     x = _sharp_and_smooth(n=12, seed=6)[0]
     a, what = chained_copies(x, seed=0)

@@ -14,7 +14,8 @@ from .conftest import make_G
 
 @pytest.fixture(scope="session")
 def attribution(tiny_detector, tmp_path_factory):
-    from detector.attribution import AttributionConfig, fit_attribution, load_member
+    from detector.components.attribution import load_member
+    from detector.fitting.attribution import AttributionConfig, fit_attribution
     from gan_inversion.checkpoints import save_bundle
     from gan_inversion.data import ImageDataset
 
@@ -31,7 +32,7 @@ def attribution(tiny_detector, tmp_path_factory):
 
 
 def test_attribution_detector_scores_each_generator(attribution, tiny_detector):
-    from detector.scoring import Detector
+    from detector.runtime import Detector
     from gan_inversion.metrics import generate
 
     d, spec, other = attribution
@@ -58,7 +59,7 @@ def test_attribution_detector_scores_each_generator(attribution, tiny_detector):
 
 
 def test_a_changed_member_is_refused(attribution):
-    from detector.scoring import Detector, DetectorError
+    from detector.runtime import Detector, DetectorError
     from gan_inversion.checkpoints import save_bundle
 
     d, spec, _ = attribution
@@ -73,7 +74,7 @@ def test_a_changed_member_is_refused(attribution):
 
 
 def test_the_stored_model_is_what_serving_evaluates(attribution):
-    from detector.attribution import AttributionModel
+    from detector.components.attribution import AttributionModel
 
     _, spec, _ = attribution
     m = AttributionModel(spec["attribution"])
@@ -124,7 +125,7 @@ def test_the_api_and_audit_reports_show_the_attribution(attribution, tmp_path):
     from api.settings import Settings
     from detector.audit import AuditConfig, open_db, run_audit
     from detector.audit.report import render_report
-    from detector.scoring import Detector
+    from detector.runtime import Detector
 
     d, _, other = attribution
     det = Detector.load(d / "attr.json")
@@ -146,8 +147,8 @@ def test_the_api_and_audit_reports_show_the_attribution(attribution, tmp_path):
 
 
 def test_calibrating_an_attribution_detector_moves_its_own_threshold(attribution, tmp_path):
-    from detector.calibrate import calibrate
-    from detector.scoring import Detector
+    from detector.fitting.calibrate import calibrate
+    from detector.runtime import Detector
 
     d, spec, _ = attribution
     p = np.linspace(0.0, 1.0, 400)

@@ -97,7 +97,7 @@ def test_mixed_folder_every_file_one_state(media, tiny_detector, tmp_path):
 def test_workers(media, tiny_detector, tmp_path):
     import functools
 
-    from detector.scoring import Detector
+    from detector.runtime import Detector
 
     folder, det = tiny_detector
     loader = functools.partial(Detector.load, str(folder / "det.json"))
@@ -183,7 +183,8 @@ def test_cli_audit_and_report_only(tiny_detector, tmp_path, capsys):
 def test_planning_without_a_database(media, tmp_path):
     """The planner alone: skips with reasons, duplicates of known content, one batch per `batch` new images,
     one task per video, and a second copy of queued content waiting for the first one's outcome."""
-    from detector.audit.run import Duplicate, ImageTask, Planner, Skip, VideoTask
+    from detector.audit.run import Planner
+    from detector.audit.tasks import Duplicate, ImageTask, Skip, VideoTask
     from detector.audit.walk import file_hash
 
     known = {file_hash(media / "nested" / "deep" / "b.png")}
@@ -202,7 +203,7 @@ def test_planning_without_a_database(media, tmp_path):
 
 def test_video_frames_are_inverted_once(media, tiny_detector):
     """Every sampled frame goes through the detector exactly once; the worst frame's evidence is reused."""
-    from detector.audit.run import VideoTask, score_task
+    from detector.audit.tasks import VideoTask, score_task
     from detector.audit.walk import file_hash
 
     det = tiny_detector[1]

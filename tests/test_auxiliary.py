@@ -70,7 +70,8 @@ def test_an_unknown_family_and_a_foreign_file_are_refused(tmp_path, aux_file):
 
 
 def test_the_probe_images_come_from_unused_photos_or_the_fit_part(aux_file):
-    from detector.fit import FitConfig, auxiliary_probe_images, unused_reals
+    from detector.fitting.config import FitConfig
+    from detector.fitting.images import auxiliary_probe_images, unused_reals
 
     path = aux_file[0]
     g = torch.Generator().manual_seed(1)
@@ -80,9 +81,9 @@ def test_the_probe_images_come_from_unused_photos_or_the_fit_part(aux_file):
     fallback = torch.zeros(7, 1, 16, 16)
     out = auxiliary_probe_images(reals, cfg, photos_fallback=fallback)
     assert out["photos"].shape == out["fakes"].shape == (60, 1, 16, 16)
-    torch.testing.assert_close(out["photos"], unused_reals(reals, cfg, 60, offset=40))
+    torch.testing.assert_close(out["photos"], unused_reals(reals, cfg, 60, part="auxiliary"))
     s = out["summary"]
-    assert s["n_photos"] == s["n_fakes"] == 60 and s["photos"].startswith("train-split photos")
+    assert s["n_photos"] == s["n_fakes"] == 60 and s["photos"] == "the data plan's 'auxiliary' photos"
     assert [e["seed"] for e in s["generators"]] == [s["generators"][0]["seed"], s["generators"][0]["seed"] + 1]
     assert len(s["generators"][0]["sha256"]) == 64
     assert not torch.equal(out["fakes"][:30], out["fakes"][30:])  # each file its own seed
@@ -94,7 +95,8 @@ def test_the_probe_images_come_from_unused_photos_or_the_fit_part(aux_file):
 
 
 def test_a_generator_of_another_resolution_is_refused(tmp_path):
-    from detector.fit import FitConfig, auxiliary_probe_images
+    from detector.fitting.config import FitConfig
+    from detector.fitting.images import auxiliary_probe_images
 
     G = UpsampleConvGenerator(z_dim=8, width=8, img_resolution=8)
     save_aux(tmp_path / "a8.pt", G, {})
@@ -107,10 +109,11 @@ def test_a_generator_of_another_resolution_is_refused(tmp_path):
 def test_a_fit_with_an_auxiliary_generator_gives_its_samples_to_the_probe(tiny_detector, aux_file, tmp_path):
     """A refit of the tiny detector (its cached features) with the auxiliary generator: the probe holds the
     auxiliary photos and fakes on top of its own, and the detector file says where they came from."""
-    from detector.classifier import ClassifierConfig
     from detector.features import FeatureConfig
-    from detector.fit import FitConfig, fit_detector
-    from detector.scoring import Detector
+    from detector.fitting.classifier import ClassifierConfig
+    from detector.fitting.config import DetectorConfig, FitConfig
+    from detector.fitting.fit import fit_detector
+    from detector.runtime import Detector
 
     from .conftest import TINY_ARTIFACTS
 
@@ -122,14 +125,17 @@ def test_a_fit_with_an_auxiliary_generator_gives_its_samples_to_the_probe(tiny_d
                     reference_offset=0, artifact_cnn=False, aux_generators=(str(aux_file[0]),), n_aux=40)
     spec = fit_detector(tmp_path / "det.json", G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
                         reals=reals, bundle_file=str(folder / "g.pt"), encoder_file=str(folder / "e.pt"),
-                        feature_cfg=FeatureConfig(refine_steps=2),
-                        clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                        cfg=cfg, cache_dir=folder / "cache", artifact_cfg=TINY_ARTIFACTS, progress=False)
+                        cache_dir=folder / "cache", progress=False,
+                            config=DetectorConfig(
+                                features=FeatureConfig(refine_steps=2),
+                                classifier=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+                                fit=cfg,
+                                artifacts=TINY_ARTIFACTS))
     n_base, n_aux = base["evidence"]["probe"]["n"], spec["evidence"]["probe"]["n"]
     assert n_aux == {"real": n_base["real"] + 40, "fake": n_base["fake"] + 40}
     aux = spec["fit"]["auxiliary_fakes"]
     assert aux["n_fakes"] == 40 and aux["generators"][0]["file"] == str(aux_file[0])
-    assert json.loads((tmp_path / "det.json").read_text())["fit"]["aux_generators"] == [str(aux_file[0])]
+    assert json.loads((tmp_path / "det.json").read_text())["config"]["fit"]["aux_generators"] == [str(aux_file[0])]
     scored = Detector.load(tmp_path / "det.json")
     assert scored.threshold is not None
     assert base["fit"].get("auxiliary_fakes") is None

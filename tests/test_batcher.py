@@ -32,7 +32,7 @@ class Recording:
         self.batches.append(len(images))
         if self.fail:
             raise RuntimeError("scoring failed")
-        from detector.scoring import ScoreResult
+        from detector.runtime import ScoreResult
 
         return [ScoreResult(source=s, p_fake=float(x.mean()), verdict="real", threshold=0.5, model_id="m",
                             features={}, timings_ms={}, evidence={"input": b"png"} if explain else {})

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.calibrate import CalibrationError, calibrate, min_reference_photos, score_folder
 from detector.cli import main
-from detector.scoring import Detector
+from detector.fitting.calibrate import CalibrationError, calibrate, min_reference_photos, score_folder
+from detector.runtime import Detector
 
 
 def _photos(folder, n, seed=0):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.cascade import CascadeConfig, choose_band, fit_cascade
-from detector.scoring import Detector
+from detector.fitting.cascade import CascadeConfig, choose_band, fit_cascade
+from detector.runtime import Detector
 
 
 def test_band_keeps_within_its_budgets_and_around_the_threshold():
@@ -34,9 +34,11 @@ def test_band_keeps_within_its_budgets_and_around_the_threshold():
 @pytest.fixture(scope="module")
 def cascaded(tmp_path_factory):
     """A tiny detector fitted on half of 96 photos, and its cascade on the other half."""
-    from detector.classifier import ClassifierConfig
     from detector.features import FeatureConfig
-    from detector.fit import FitConfig, fit_detector, write_spec
+    from detector.fitting.classifier import ClassifierConfig
+    from detector.fitting.config import DetectorConfig, FitConfig
+    from detector.fitting.fit import fit_detector
+    from detector.spec import write_spec
     from gan_inversion.checkpoints import save_bundle
     from gan_inversion.data import ImageDataset
     from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
@@ -54,10 +56,12 @@ def cascaded(tmp_path_factory):
                   cfg=EncoderTrainConfig(steps=5, batch_fake=4, batch_real=4, checkpoint_every=5))
     E, _ = load_encoder(d / "e.pt", G=G)
     fit_detector(d / "det.json", G=G, D=D, encoder=E, perceptual=perc, reals=reals, bundle_file="g.pt",
-                 encoder_file="e.pt", feature_cfg=FeatureConfig(refine_steps=2, degradations=((0, 1), (1.0, 1))),
-                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=64, n_fake=64, batch=32, launder_prob=0.5), cache_dir=d / "cache",
-                 artifact_cfg=TINY_ARTIFACTS, progress=False)
+                 encoder_file="e.pt", cache_dir=d / "cache", progress=False,
+                     config=DetectorConfig(
+                         features=FeatureConfig(refine_steps=2, degradations=((0, 1), (1.0, 1))),
+                         classifier=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+                         fit=FitConfig(n_real=64, n_fake=64, batch=32, launder_prob=0.5),
+                         artifacts=TINY_ARTIFACTS))
     full = Detector.load(d / "det.json", cascade=False)
     spec = fit_cascade(full, reals, cfg=CascadeConfig(n_real=48, n_fake=48, max_missed=0.05),
                        cache_dir=d / "cache", progress=False)
@@ -77,11 +81,11 @@ def test_fit_cascade_writes_a_first_stage_and_a_new_model_id(cascaded):
     # the file stays the full detector (its id, its metrics); switched on, the cascade says so in the id
     assert spec["model_id"] == full.model_id and det.model_id == full.model_id + c["id_suffix"]
     assert det.first_stage is not None and Detector.load(d / "cas.json").first_stage is None
-    from detector.fit import feature_context
+    from detector.features import feature_context
 
     assert feature_context(det) == feature_context(full)  # the same features: cached ones are found again
     assert det.info["cascade"]["band"] == c["band"]
-    with pytest.raises(ValueError, match="only .* train-split reals left"):
+    with pytest.raises(ValueError, match="need 48 train-split photos"):
         from gan_inversion.data import ImageDataset
 
         fit_cascade(full, ImageDataset(images=torch.zeros(70, 1, 16, 16, dtype=torch.uint8), name="toy"),

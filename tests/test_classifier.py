@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from detector.classifier import ClassifierConfig, JsonClassifier, fit_classifier, threshold_at_fpr
+from detector.components.classifier import JsonClassifier
+from detector.fitting.classifier import ClassifierConfig, fit_classifier, threshold_at_fpr
 
 
 def _data(n=400, f=6, seed=0, nonlinear=False):

@@ -109,10 +109,11 @@ def test_cheap_search_continues_each_image_under_its_own_degradation(G, perc):
 @pytest.fixture(scope="module")
 def aware_detector(tiny_detector, tmp_path_factory):
     """The tiny detector refitted with degradation-aware features (same generator, encoder, perceptual net)."""
-    from detector.classifier import ClassifierConfig
     from detector.features import FeatureConfig
-    from detector.fit import FitConfig, fit_detector
-    from detector.scoring import Detector
+    from detector.fitting.classifier import ClassifierConfig
+    from detector.fitting.config import DetectorConfig, FitConfig
+    from detector.fitting.fit import fit_detector
+    from detector.runtime import Detector
     from gan_inversion.data import ImageDataset
 
     folder, det = tiny_detector
@@ -120,11 +121,12 @@ def aware_detector(tiny_detector, tmp_path_factory):
     reals = ImageDataset(images=torch.randint(0, 256, (64, 1, 16, 16), generator=g, dtype=torch.uint8), name="toy")
     out = folder / "aware.json"
     grid = ((0.0, 1.0), (1.0, 1.0), (0.0, 0.5))
-    fit_detector(out, G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, reals=reals,
-                 bundle_file="g.pt", encoder_file="e.pt",
-                 feature_cfg=FeatureConfig(refine_steps=2, degradations=grid, search_steps=1),
-                 clf_cfg=ClassifierConfig(cv_folds=3, target_fpr=0.05),
-                 cfg=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5, real_model=False), progress=False)
+    fit_detector(out, G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, reals=reals, bundle_file="g.pt",
+                 encoder_file="e.pt", progress=False,
+                     config=DetectorConfig(
+                         features=FeatureConfig(refine_steps=2, degradations=grid, search_steps=1),
+                         classifier=ClassifierConfig(cv_folds=3, target_fpr=0.05),
+                         fit=FitConfig(n_real=48, n_fake=48, batch=24, launder_prob=0.5, real_model=False)))
     return Detector.load(out)
 
 

@@ -8,9 +8,9 @@ from PIL import Image
 
 from detector.cli import main
 from detector.features import extract_features, is_finite
-from detector.fit import binary_metrics
+from detector.fitting.evaluate import binary_metrics
 from detector.imageio import ImageDecodeError, prepare_image
-from detector.scoring import Detector, DetectorError
+from detector.runtime import Detector, DetectorError
 from gan_inversion.data import to_uint8
 from gan_inversion.perceptual import build_perceptual
 
@@ -153,7 +153,7 @@ def test_out_of_domain_warning(tiny_detector):
 
 
 def test_verdict_policy():
-    from detector.scoring import VerdictPolicy
+    from detector.runtime import VerdictPolicy
 
     ood = ["out of domain: a colour image (colourfulness 40.0) given to a grayscale model; ..."]
     assert VerdictPolicy().verdict(0.99, 0.5, ood) == "uncertain"
@@ -204,14 +204,15 @@ def test_swapped_encoder_is_refused(tiny_detector, tmp_path):
 
 
 def test_feature_cache_hits_and_misses(tiny_detector, tmp_path, monkeypatch):
-    from detector import fit
+    from detector.features import cache as fit
+    from detector.fitting.images import quantize
 
     path, det = tiny_detector
     # the fixture fitted 96 photos and 96 samples in batches of 24, then 24 unused reference photos, their
     # laundered copies and their chained copies
     n_batches = 2 * (96 // 24) + 3
     assert len(list((path / "cache").glob("*.npz"))) == n_batches and not list((path / "cache").glob("*.tmp"))
-    x = fit.quantize(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    x = quantize(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
               batch=3, progress=False)
     first, names = fit.features_for(x, cache=fit.FeatureCache(tmp_path, {"ctx": 1}), **kw)
@@ -226,7 +227,7 @@ def test_feature_cache_hits_and_misses(tiny_detector, tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="recomputed"):  # another context (model, settings): a miss
         fit.features_for(x, cache=fit.FeatureCache(tmp_path, {"ctx": 2}), **kw)
     with pytest.raises(AssertionError, match="recomputed"):  # other pixels: a miss
-        fit.features_for(fit.quantize(x.flip(-1)), cache=fit.FeatureCache(tmp_path, {"ctx": 1}), **kw)
+        fit.features_for(quantize(x.flip(-1)), cache=fit.FeatureCache(tmp_path, {"ctx": 1}), **kw)
 
 
 def test_binary_metrics():
@@ -256,12 +257,12 @@ def test_cli_detect(tiny_detector, tmp_path, capsys):
 
 
 def test_stability_checks_make_a_flipping_verdict_uncertain(tiny_detector, monkeypatch):
-    import detector.scoring as scoring
-    from detector.scoring import VerdictPolicy
+    import detector.runtime.pipeline as scoring
+    from detector.runtime import VerdictPolicy
 
     _, det = tiny_detector
     img = _png(np.random.default_rng(5).integers(0, 255, (16, 16), dtype=np.uint8))
-    from detector.evidence import Evidence
+    from detector.components.evidence import Evidence
 
     calls = {"features": 0, "proba": 0}
     real_extract = scoring.extract_features
@@ -288,3 +289,25 @@ def test_stability_checks_make_a_flipping_verdict_uncertain(tiny_detector, monke
     monkeypatch.setattr(det, "policy", VerdictPolicy())  # off by default: one inversion, no such warning
     r = det.score(img)
     assert calls["features"] == 1 and not any(w.startswith("unstable") for w in r.warnings)
+
+
+def test_the_cache_key_covers_every_network_the_features_read(tiny_detector):
+    import copy
+
+    from detector.features import FeatureNets, feature_context
+
+    _, det = tiny_detector
+    nets = FeatureNets(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg)
+    base = feature_context(nets)
+    assert base == det.feature_context()
+    D2 = copy.deepcopy(det.D)
+    with torch.no_grad():
+        next(D2.parameters()).add_(1e-3)
+    other = feature_context(FeatureNets(G=det.G, D=D2, encoder=det.encoder, perceptual=det.perceptual,
+                                        feature_cfg=det.feature_cfg))
+    assert other != base and other["D"] != base["D"] and other["G"] == base["G"]  # a new D misses the cache
+    G2 = copy.deepcopy(det.G)
+    with torch.no_grad():
+        next(G2.parameters()).add_(1e-3)
+    assert feature_context(FeatureNets(G=G2, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
+                                       feature_cfg=det.feature_cfg))["G"] != base["G"]

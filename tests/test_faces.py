@@ -51,11 +51,12 @@ def test_faces_are_found_and_levelled():
 
 @pytest.fixture(scope="module")
 def face_detector(tmp_path_factory):
-    from detector.classifier import ClassifierConfig
     from detector.cli import main
     from detector.features import FeatureConfig
-    from detector.fit import FitConfig, fit_detector
-    from detector.scoring import Detector
+    from detector.fitting.classifier import ClassifierConfig
+    from detector.fitting.config import DetectorConfig, FitConfig
+    from detector.fitting.fit import fit_detector
+    from detector.runtime import Detector
     from gan_inversion.checkpoints import load_bundle
     from gan_inversion.data import ImageDataset
     from gan_inversion.faces import crop_face, face_framing, find_faces
@@ -77,11 +78,13 @@ def face_detector(tmp_path_factory):
         crops.append(crop_face(rgb, find_faces(rgb)[0], size=256))
     reals = ImageDataset(images=torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(), name="faces")
     perc = build_perceptual("mobilenet_v2-random", input_size=32)
-    fit_detector(d / "det.json", G=b.G_ema, D=b.D, encoder=None, perceptual=perc, reals=reals,
-                 bundle_file="face.pt", encoder_file=None, feature_cfg=FeatureConfig(refine_steps=1),
-                 clf_cfg=ClassifierConfig(cv_folds=2, target_fpr=0.1),
-                 cfg=FitConfig(n_real=32, n_fake=32, batch=16, launder_prob=0.0, latent_map=6,
-                                   real_model=False), progress=False)
+    fit_detector(d / "det.json", G=b.G_ema, D=b.D, encoder=None, perceptual=perc, reals=reals, bundle_file="face.pt",
+                 encoder_file=None, progress=False,
+                     config=DetectorConfig(
+                         features=FeatureConfig(refine_steps=1),
+                         classifier=ClassifierConfig(cv_folds=2, target_fpr=0.1),
+                         fit=FitConfig(n_real=32, n_fake=32, batch=16, launder_prob=0.0, latent_map=6,
+                                   real_model=False)))
     return d, Detector.load(d / "det.json")
 
 

@@ -11,7 +11,8 @@ import pytest
 
 
 def test_the_map_separates_two_clouds_and_draws_them():
-    from detector.latent_map import LatentMap, fit_latent_map
+    from detector.components.latent_map import LatentMap
+    from detector.fitting.latent_map import fit_latent_map
 
     rng = np.random.default_rng(0)
     photos = rng.normal(size=(200, 16))
@@ -33,8 +34,8 @@ def test_the_map_separates_two_clouds_and_draws_them():
 
 
 def test_scoring_places_each_image_on_the_stored_map(tiny_detector):
+    from detector.components.latent_map import ws_code
     from detector.features import extract_features
-    from detector.latent_map import ws_code
     from gan_inversion.metrics import generate
 
     _, det = tiny_detector
@@ -53,8 +54,8 @@ def test_scoring_places_each_image_on_the_stored_map(tiny_detector):
 
 def test_flagged_audit_items_carry_the_plot_into_the_html_report():
     from detector.audit.config import LATENT_PNG
-    from detector.audit.run import summary_extras
-    from detector.scoring import ScoreResult
+    from detector.audit.tasks import summary_extras
+    from detector.runtime import ScoreResult
 
     r = ScoreResult(source="x", p_fake=0.9, verdict="fake", threshold=0.5, model_id="m", features={},
                     timings_ms={}, evidence={"latent_2d": b"\x89PNG-bytes"}, attribution={"none": 0.1, "a": 0.9},

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from detector.audit import AuditConfig, FileRow, ResultRow, audit_rows, open_db, run_audit
 from detector.audit.ray_engine import FrameTask, read_frames, score_frames, split_video, video_outcome
-from detector.audit.run import VideoTask, _score_video
-from detector.scoring import Detector
+from detector.audit.tasks import VideoTask, _score_video
+from detector.runtime import Detector
 
 from .test_audit import _img, _video
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from detector.reconstructions import (
+from detector.fitting.reconstructions import (
     UPSAMPLERS,
     ReconstructionAE,
     ReconstructionConfig,
@@ -72,7 +72,8 @@ def test_reconstruct_is_per_image_balanced_and_8_bit(bank):
 def test_the_fit_trains_the_artifact_cnn_on_samples_and_reconstructions(tiny_detector):
     """The tiny detector's artifact CNN saw as many reconstructions as photos; the autoencoders train on photos
     past its own, or on its own when too few are left."""
-    from detector.fit import FitConfig, reconstruction_fakes
+    from detector.fitting.config import FitConfig
+    from detector.fitting.images import reconstruction_fakes
     from gan_inversion.data import ImageDataset
 
     folder, _ = tiny_detector

@@ -17,7 +17,8 @@ frames, face crops), `db` (tables, audit rows, progress), `run` (planning, scori
 from .config import AuditConfig
 from .db import AuditRow, FileRow, ResultRow, audit_id_for, audit_progress, ensure_audit, open_db
 from .report import REPORT_FORMATS, audit_rows, render_report, write_report
-from .run import AuditInterrupted, ImageTask, Outcome, VideoTask, run_audit, score_task
+from .run import AuditInterrupted, run_audit
+from .tasks import ImageTask, Outcome, VideoTask, score_task
 from .walk import OUTSIDE, Confinement, Entry, OutsideRoot, walk_media
 
 __all__ = ["AuditConfig", "AuditRow", "FileRow", "ResultRow", "audit_id_for", "audit_progress", "ensure_audit",

@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import AuditConfig
 from .media import video_capture
-from .run import ImageTask, Outcome, VideoTask, _read_reason, score_task, summary_extras
+from .tasks import ImageTask, Outcome, VideoTask, read_reason, score_task, summary_extras
 
 RAY_MISSING = ("the Ray engine needs Ray: pip install -e \".[ray]\" (or pip install \"ray[data]\"); "
                "the local engine (--engine local, the default) needs nothing more")
@@ -125,7 +125,7 @@ def score_frames(task: FrameTask, cfg: AuditConfig, det) -> dict:
         name = Path(task.path).name
         preps = [det.prepare(fr, source=f"{name}@{t:.2f}s") for fr, t in zip(frames, stamps, strict=True)]
     except (OSError, ValueError, ImageDecodeError) as exc:
-        return {"error": _read_reason(exc)}
+        return {"error": read_reason(exc)}
     results = []
     for i in range(0, len(preps), cfg.batch):
         part = preps[i:i + cfg.batch]

@@ -10,7 +10,6 @@ file exactly once.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -18,21 +17,19 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from ..imageio import ImageDecodeError
-from .config import LATENT_PNG, AuditConfig
+from .config import AuditConfig
 from .db import AuditRow, FileRow, ResultRow, ensure_audit, now
-from .media import video_frames
-from .walk import OUTSIDE, Entry, OutsideRoot, file_hash, read_media, walk_media
+from .ray_engine import score_on_ray
+from .tasks import Duplicate, ImageTask, Outcome, Skip, VideoTask, read_reason, score_task
+from .walk import OUTSIDE, Entry, file_hash, walk_media
 
 log = logging.getLogger(__name__)
 
@@ -42,58 +39,6 @@ class AuditInterrupted(Exception):
 
 
 # ------------------------------------------------------------------------------------------ tasks
-
-@dataclass(frozen=True)
-class ImageTask:
-    items: tuple[tuple[str, str], ...]  # (content hash, path): images scored together as one batch
-
-
-@dataclass(frozen=True)
-class VideoTask:
-    content_hash: str
-    path: str
-
-
-@dataclass
-class Outcome:
-    """What scoring one content hash gave: a result, or the reason it could not be scored."""
-
-    content_hash: str
-    reason: str | None = None          # set when the content could not be scored
-    kind: str = "image"                # image | video
-    p_fake: float = 0.0
-    verdict: str = "real"
-    summary: dict = field(default_factory=dict)
-    thumbnail: bytes | None = None     # the input as the model saw it (PNG)
-    heatmap: bytes | None = None       # its perceptual residual (PNG)
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
-
-
-@dataclass(frozen=True)
-class Skip:
-    entry: Entry
-    reason: str
-    content_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    entry: Entry
-    content_hash: str
-
-
-def _read_reason(exc: Exception) -> str:
-    if isinstance(exc, OutsideRoot):
-        return OUTSIDE
-    if isinstance(exc, ImageDecodeError):
-        what = {"too_large": "too large", "unsupported": "unsupported or not an image"}.get(exc.kind, "corrupt")
-        return f"{what}: {exc.reason}"
-    if isinstance(exc, OSError):
-        return f"unreadable: {exc.strerror or exc}"
-    return f"corrupt: {exc}"
 
 
 class Planner:
@@ -115,7 +60,7 @@ class Planner:
             try:
                 h = file_hash(e.path, self.guard)
             except OSError as exc:
-                yield Skip(e, _read_reason(exc))
+                yield Skip(e, read_reason(exc))
                 continue
             if h in self.known:
                 yield Duplicate(e, h)
@@ -135,6 +80,7 @@ class Planner:
 
 
 # ------------------------------------------------------------------------------------------ scoring
+
 
 _WORKER_DETECTOR = None
 _PARENT_GONE = threading.Event()  # never set: the watcher's sleep
@@ -160,6 +106,11 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
+def _worker_score(task: ImageTask | VideoTask, cfg: AuditConfig) -> list[Outcome]:
+    """score_task with the worker process's own detector."""
+    return score_task(task, cfg, _WORKER_DETECTOR)
+
+
 def _worker_init(loader: Callable[[], object], parent: int) -> None:
     global _WORKER_DETECTOR
     _die_with_parent(parent)
@@ -167,81 +118,16 @@ def _worker_init(loader: Callable[[], object], parent: int) -> None:
     _WORKER_DETECTOR = loader()
 
 
-def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
-    path = Path(task.path)
-    try:
-        frames, stamps = video_frames(path, cfg.frames_per_second, cfg.max_frames, cfg.guard)
-        preps = [det.prepare(f, source=f"{path.name}@{t:.2f}s") for f, t in zip(frames, stamps, strict=True)]
-    except (OSError, ValueError, ImageDecodeError) as exc:
-        return [Outcome(task.content_hash, reason=_read_reason(exc))]
-    results = []
-    for i in range(0, len(preps), cfg.batch):  # evidence for every frame: the worst one is not inverted again
-        chunk = preps[i:i + cfg.batch]
-        results += det.score_tensors(torch.stack([p.tensor for p in chunk]), preps=chunk, explain=True)
-    p = np.asarray([r.p_fake for r in results])
-    worst = int(p.argmax())
-    over = float((p > det.threshold).mean())
-    unsure = float(np.mean([r.verdict == "uncertain" for r in results]))
-    verdict = "uncertain" if unsure >= 0.5 else "fake" if over >= 0.5 else "real"
-    return [Outcome(task.content_hash, kind="video", p_fake=float(p.mean()), verdict=verdict,
-                    summary={"frames": len(p), "max": float(p.max()), "mean": float(p.mean()),
-                             "share_over_threshold": over, "share_uncertain": unsure,
-                             "worst_frame_s": round(stamps[worst], 3),
-                             "warnings": sorted({w for r in results for w in r.warnings}),
-                             "reasons": sorted({x for r in results for x in r.reasons}) if verdict == "fake" else [],
-                             **summary_extras(results[worst])},
-                    thumbnail=results[worst].evidence["input"],
-                    heatmap=results[worst].evidence["perceptual_heatmap"])]
 
 
-def summary_extras(r) -> dict:
-    """The attribution (attribution detectors) and, for a flagged item, the 2D latent plot of a result, as
-    stored in an outcome's summary."""
-    out = {} if r.attribution is None else {"attribution": r.attribution, "attributed_to": r.attributed_to}
-    if r.verdict == "fake" and "latent_2d" in r.evidence:
-        out[LATENT_PNG] = base64.b64encode(r.evidence["latent_2d"]).decode()
-    return out
 
 
-def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
-    out, preps, owners, order = [], [], [], []  # the images of a task are scored as one batch
-    for h, path in task.items:
-        try:
-            data = read_media(path, cfg.guard)
-            src = str(path)
-            mine = det.prepare_faces(data, source=src) if cfg.crop_faces else [det.prepare(data, source=src)]
-        except (OSError, ImageDecodeError) as exc:
-            out.append(Outcome(h, reason=_read_reason(exc)))
-            continue
-        if not mine:
-            out.append(Outcome(h, reason="no face found"))
-            continue
-        preps += mine
-        owners += [h] * len(mine)
-        order.append(h)
-    if not preps:
-        return out
-    results = det.score_tensors(torch.stack([p.tensor for p in preps]), preps=preps,
-                                sources=[p.source for p in preps], explain=True)
-    for h in order:
-        mine = [r for r, o in zip(results, owners, strict=True) if o == h]
-        worst = max(mine, key=lambda r: r.p_fake)
-        summary = {"warnings": worst.warnings, "reasons": worst.reasons}
-        summary.update(summary_extras(worst))
-        if cfg.crop_faces:
-            summary["faces"] = [r.p_fake for r in mine]
-        out.append(Outcome(h, kind="image", p_fake=worst.p_fake, verdict=worst.verdict, summary=summary,
-                           thumbnail=worst.evidence["input"], heatmap=worst.evidence["perceptual_heatmap"]))
-    return out
 
 
-def score_task(task: ImageTask | VideoTask, cfg: AuditConfig, detector=None) -> list[Outcome]:
-    """One outcome per content hash of the task (with `detector`, or the worker process's own)."""
-    det = detector if detector is not None else _WORKER_DETECTOR
-    return _score_video(task, cfg, det) if isinstance(task, VideoTask) else _score_images(task, cfg, det)
 
 
 # ------------------------------------------------------------------------------------------ storing
+
 
 class Store:
     """Commits outcomes with their file rows, counts them, reports progress."""
@@ -298,6 +184,7 @@ class Store:
 
 # ------------------------------------------------------------------------------------------ the run
 
+
 def _set_status(engine: Engine, aid: str, status: str, message: str | None = None) -> None:
     with Session(engine) as s:
         row = s.get(AuditRow, aid)
@@ -350,8 +237,6 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
         if ray is not None:
             if loader is None:
                 raise ValueError("the Ray engine needs a picklable detector loader")
-            from .ray_engine import score_on_ray
-
             score_on_ray(tasks, cfg, loader, ray, stored)
         elif cfg.workers <= 1 or len(tasks) <= 1:
             for t in tasks:
@@ -363,7 +248,7 @@ def run_audit(engine: Engine, root: str | Path, *, detector, cfg: AuditConfig = 
 
             with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                      initargs=(loader, os.getpid())) as pool:
-                for outcomes in pool.map(score_task, tasks, [cfg] * len(tasks)):
+                for outcomes in pool.map(_worker_score, tasks, [cfg] * len(tasks)):
                     stored(outcomes)
     except BaseException as exc:
         stopped = isinstance(exc, (AuditInterrupted, KeyboardInterrupt))

@@ -1,12 +1,8 @@
-"""Calibrated real/fake classifier over the features, fitted with scikit-learn, served from plain JSON.
+"""Fitting the generator-specific classifier with scikit-learn, exported to the JSON that serving reads.
 
-Fitting: a scaled logistic regression and a scaled gradient-boosted model are compared by stratified
-cross-validation (ROC AUC) on the fit split; the better is refitted, its probabilities calibrated on a
-held-out split (sigmoid or isotonic, `CalibratedClassifierCV(FrozenEstimator(model))`), and a decision
-threshold is set on the held-out reals at the target false-positive rate.
-
-Serving: the fitted pipeline is exported to a JSON dict (scaler statistics, coefficients or trees,
-calibration map, threshold) and evaluated with numpy by `JsonClassifier`: no pickle on the serving path.
+A scaled logistic regression and a scaled gradient-boosted model are compared by stratified cross-validation (ROC
+AUC) on the fit part; the better is refitted, its probabilities calibrated on the held-out part (sigmoid or
+isotonic) and its threshold set on the held-out photos at the target false-positive rate.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-CLASSIFIER_FORMAT = "resynth-classifier-json"
+from ..components.classifier import CLASSIFIER_FORMAT
 
 
 @dataclass(frozen=True)
@@ -79,52 +75,6 @@ def export_calibrator(cal: CalibratedClassifierCV) -> dict:
     if cal.method == "sigmoid":
         return {"method": "sigmoid", "a": float(c.a_), "b": float(c.b_)}
     return {"method": "isotonic", "x": c.X_thresholds_.tolist(), "y": c.y_thresholds_.tolist()}
-
-
-class JsonClassifier:
-    """numpy evaluation of an exported classifier (the serving path)."""
-
-    def __init__(self, spec: dict):
-        if spec.get("format") != CLASSIFIER_FORMAT:
-            raise ValueError(f"not a {CLASSIFIER_FORMAT} spec")
-        self.spec = spec
-        self.feature_names: list[str] = list(spec["feature_names"])
-        self.threshold: float = float(spec["threshold"])
-        self.mean = np.asarray(spec["scaler"]["mean"], dtype=np.float64)
-        self.scale = np.asarray(spec["scaler"]["scale"], dtype=np.float64)
-        m = spec["model"]
-        self.kind = m["kind"]
-        if self.kind == "logistic":
-            self.coef, self.intercept = np.asarray(m["coef"], dtype=np.float64), float(m["intercept"])
-        else:
-            self.baseline = float(m["baseline"])
-            self.trees = [{k: np.asarray(v) for k, v in t.items()} for t in m["trees"]]
-
-    def decision(self, X: np.ndarray) -> np.ndarray:
-        X = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
-        if self.kind == "logistic":
-            return X @ self.coef + self.intercept
-        out = np.full(len(X), self.baseline)
-        for t in self.trees:
-            node = np.zeros(len(X), dtype=np.int64)
-            active = ~t["leaf"][node]
-            while active.any():
-                idx = np.nonzero(active)[0]
-                nd = node[idx]
-                x = X[idx, t["feature"][nd]]
-                go_left = np.where(np.isnan(x), t["missing_left"][nd], x <= t["threshold"][nd])
-                node[idx] = np.where(go_left, t["left"][nd], t["right"][nd])
-                active = ~t["leaf"][node]
-            out += t["value"][node]
-        return out
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(fake) [N], calibrated."""
-        d = self.decision(X)
-        cal = self.spec["calibrator"]
-        if cal["method"] == "sigmoid":
-            return 1.0 / (1.0 + np.exp(np.clip(cal["a"] * d + cal["b"], -500, 500)))
-        return np.clip(np.interp(d, cal["x"], cal["y"]), 0.0, 1.0)
 
 
 def split_indices(y: np.ndarray, cfg: ClassifierConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -1,35 +1,25 @@
-"""The fourth evidence: a small CNN that recognises the registered generator's pixel-level traces.
+"""Training the artifact CNN (detector/components/artifact_cnn.py) on photos against the generator's samples.
 
-The inversion compares an image with its re-synthesis; it weakens where a laundering (blur, a down-up resize)
-erases the detail that tells a sample from a photo, and the photo model and the probe look at pooled features
-only. A supervised CNN on the pixels (CNNDetection-style, Wang et al. 2020: a small ResNet, blur + JPEG +
-resize + noise augmentation) keeps what survives there: the generator's upsampling and texture traces. It needs
-no inversion, so it is trained on more images than the classifier: train-split photos that no other part of the
-fit uses against fresh samples of the registered generator (detector/fit.py `artifact_images`), never on the
-calibration or reference photos, and early-stopped on a validation share of its training images. Its logit is
-one more score with a tail probability under the reference photos (detector/evidence.py).
-
-Its weights live in a file beside the detector file (the architecture args as a plain dict inside, loaded with
-`weights_only=True` and a strict `load_state_dict`), checked by SHA-256 when the detector loads.
+Each batch is laundered (blur, JPEG, resize, noise) with `augment_prob`; training stops early on the validation
+share's AUC. The file it writes holds the architecture args and the training config as plain dicts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from gan_inversion.fileio import atomic_write_bytes
 
-from . import laundering
-
-ARTIFACTS_FORMAT = "resynth-artifact-cnn"
+from .. import laundering
+from ..components.artifact_cnn import ARTIFACTS_FORMAT, ArtifactCNN, artifact_logits
 
 
 @dataclass(frozen=True)
@@ -53,51 +43,6 @@ class ArtifactConfig:
         """The augmentation's launderings and their strength ranges (detector/laundering.py)."""
         extra = {"noise": tuple(self.augment_noise)} if self.augment_noise else {}
         return {**laundering.FIT_RANGES, **extra}
-
-
-class ResBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and a skip connection (1x1 projection when the shape changes)."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (nn.Identity() if stride == 1 and cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.skip(x))
-
-
-class ArtifactCNN(nn.Module):
-    """A small ResNet for small inputs: a stem, three stages of residual blocks (full, 1/2, 1/4 resolution),
-    global average pooling, one logit (higher: more like the generator's samples)."""
-
-    def __init__(self, width: int = 32,      # channels of the first stage
-                 img_channels: int = 1):     # 1 grayscale, 3 RGB
-        super().__init__()
-        self.args = {"width": width, "img_channels": img_channels}
-        w = width
-        self.net = nn.Sequential(
-            nn.Conv2d(img_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-            ResBlock(w, w), ResBlock(w, 2 * w, stride=2), ResBlock(2 * w, 4 * w, stride=2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 1))
-
-    def forward(self, x):                    # x [N, C, H, W] in [-1, 1]
-        return self.net(x).squeeze(1)        # [N]
-
-
-@torch.no_grad()
-def artifact_logits(net: ArtifactCNN, images: torch.Tensor, *, batch: int = 500) -> np.ndarray:
-    """images [N, C, H, W] in [-1, 1] -> [N] logits (float64), in eval mode (the net is not modified)."""
-    if net.training:
-        raise ValueError("artifact_logits needs the net in eval mode (batch norm's running statistics)")
-    dev = next(net.parameters()).device
-    out = [net(images[i:i + batch].to(dev)).double().cpu() for i in range(0, len(images), batch)]
-    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def train_artifact_cnn(real: torch.Tensor, fake: torch.Tensor, *, cfg: ArtifactConfig = ArtifactConfig(),
@@ -153,29 +98,9 @@ def train_artifact_cnn(real: torch.Tensor, fake: torch.Tensor, *, cfg: ArtifactC
 
 def save_artifact_cnn(path: str | Path, net: ArtifactCNN, *, cfg: ArtifactConfig, history: list) -> str:
     """Write the net (its args and config as plain dicts inside) atomically; returns the file's SHA-256."""
-    import io
-
     buf = io.BytesIO()
     torch.save({"format": ARTIFACTS_FORMAT, "args": dict(net.args), "config": asdict(cfg),
                 "history": [list(h) for h in history], "state_dict": net.state_dict()}, buf)
     data = buf.getvalue()
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def load_artifact_cnn(path: str | Path, *, sha256: str | None = None, device="cpu") -> ArtifactCNN:
-    """The net of a file written by `save_artifact_cnn` (eval mode, frozen); with `sha256`, the file must match."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"artifact CNN file not found: {path}")
-    data = path.read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"artifact CNN file {path} does not match the detector's fingerprint (refit or restore it)")
-    import io
-
-    ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != ARTIFACTS_FORMAT:
-        raise ValueError(f"{path} is not a {ARTIFACTS_FORMAT} file")
-    net = ArtifactCNN(**ckpt["args"])
-    net.load_state_dict(ckpt["state_dict"], strict=True)
-    return net.to(device).eval().requires_grad_(False)

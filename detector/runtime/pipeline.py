@@ -1,82 +1,45 @@
 """The scoring pipeline: image -> calibrated fake-probability with its evidence.
 
-`Detector.load(path)` reads a detector file (JSON: classifier, feature config, perceptual backend, and the
-bundle/encoder files it was fitted for, checked by fingerprint) and loads everything once. `score()` and
-`score_batch()` never mutate the models, so one Detector can serve concurrent requests.
+`Detector.load(path)` reads a detector file and everything it names once (detector/runtime/loader.py).
+`score()` and `score_batch()` never mutate the models, so one Detector serves concurrent requests.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from gan_inversion.checkpoints import BundleError, load_bundle
-from gan_inversion.data import to_uint8
-from gan_inversion.encoder import load_encoder, weights_fingerprint
-from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
+from gan_inversion.perceptual import PerceptualDistance
 
-from . import laundering
-from .artifacts import ArtifactCNN, artifact_logits, load_artifact_cnn
-from .attribution import (
+from .. import laundering
+from ..components.artifact_cnn import ArtifactCNN, artifact_logits
+from ..components.attribution import (
     NONE,
     AttributionError,
     AttributionModel,
     Member,
     attribution_rows,
-    load_member,
     member_features,
     member_invert_config,
 )
-from .cascade import FirstStage
-from .classifier import JsonClassifier
-from .evidence import REASON_GENERATOR, Evidence, EvidenceModel, appearance_features
-from .features import FeatureConfig, extract_features
-from .imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_faces, prepare_image
-from .latent_map import LatentMap, ws_code
+from ..components.classifier import JsonClassifier
+from ..components.evidence import REASON_GENERATOR, Evidence, EvidenceModel, degradation_columns
+from ..components.first_stage import FirstStage
+from ..components.latent_map import LatentMap, ws_code
+from ..features import FeatureConfig, appearance_features, extract_features, feature_context
+from ..imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_faces, prepare_image
+from ..spec import DetectorError, read_spec
+from .loader import load_members, load_parts
+from .pngs import heatmap_png, image_png
+from .result import ScoreResult
+from .verdict import STABILITY_CHECKS, UNSTABLE, VerdictPolicy
 
 REASON_ATTRIBUTED = "reproduced best by the registered generator"
-
-DETECTOR_FORMAT = "resynth-detector"
-DETECTOR_VERSION = 1
-EVIDENCE_SCALE = 4  # evidence PNGs are upscaled (nearest) so 32px images can be looked at
-
-
-@dataclass(frozen=True)
-class VerdictPolicy:
-    """When the detector says 'uncertain' instead of 'fake' or 'real'. An abstention never turns a real photo
-    into 'fake': the false-positive rate of the decided verdicts stays at or below the threshold's."""
-
-    out_of_domain: bool = True   # inputs outside the fitted domain (colour given to a grayscale model, features
-                                 # far outside the fitted range) are 'uncertain'
-    margin: float = 0.0          # |logit(p_fake) - logit(threshold)| below this is 'uncertain' (0: off)
-    stability_checks: int = 0    # score this many mild re-degradations too (STABILITY_CHECKS, each one more
-                                 # inversion); a verdict that flips under any of them is 'uncertain'
-
-    def verdict(self, p: float, threshold: float, warnings: list[str]) -> str:
-        if self.out_of_domain and any(w.startswith("out of domain") for w in warnings):
-            return "uncertain"
-        if self.stability_checks and any(w.startswith(UNSTABLE) for w in warnings):
-            return "uncertain"
-        if self.margin > 0 and abs(_logit(p) - _logit(threshold)) < self.margin:
-            return "uncertain"
-        return "fake" if p > threshold else "real"
-
-
-# Mild re-degradations that should not change a verdict: re-encoding, a slight blur, a slight resize.
-STABILITY_CHECKS = (("jpeg", 90), ("blur", 0.5), ("resize", 0.9))
-UNSTABLE = "unstable"
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return float(np.log(p / (1 - p)))
 
 
 @dataclass
@@ -89,90 +52,6 @@ class _Scored:
     attribution: np.ndarray | None = None  # [N, K] class probabilities (attribution detectors)
 
 
-def degradation_columns(X: np.ndarray, classifier: JsonClassifier) -> np.ndarray | None:
-    """[N, 2] estimated (blur sigma, scale) of feature rows X, for the evidence's strata; None when the features
-    have no degradation estimate (a detector fitted without the degradation search)."""
-    names = classifier.feature_names
-    if "deg_blur_sigma" not in names or "deg_scale" not in names:
-        return None
-    return np.asarray(X, dtype=np.float64)[:, [names.index("deg_blur_sigma"), names.index("deg_scale")]]
-
-
-class DetectorError(RuntimeError):
-    """A detector file is unusable (missing parts, mismatched bundle, encoder or perceptual backend)."""
-
-
-@dataclass
-class ScoreResult:
-    source: str
-    p_fake: float
-    verdict: str                 # 'fake' or 'real' at the stored threshold, or 'uncertain' (VerdictPolicy)
-    threshold: float
-    model_id: str
-    features: dict[str, float]
-    timings_ms: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-    evidence: dict[str, bytes] = field(default_factory=dict)  # PNG bytes, on request
-    degradation: dict[str, float] | None = None  # estimated (degradation-aware detectors): blur_sigma, scale
-    reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
-    tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
-                                                         # evidence ('generator', 'photos', 'probe', 'artifacts';
-                                                         # detector/evidence.py)
-    stage: str | None = None  # with a cascade: 'first' (decided on the encoder's guess) or 'refined'
-    attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
-                                                  # and 'none' (detector/attribution.py)
-    attributed_to: str | None = None  # the most probable of them
-    latent_2d: list[float] | None = None  # the image's code on the detector's 2D latent map (detector/latent_map.py)
-    face: dict | None = None  # face models: the face found and how it was aligned (box, angle, faces_found)
-
-    def to_dict(self, *, include_features: bool = True) -> dict:
-        d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
-             "model_id": self.model_id, "timings_ms": self.timings_ms, "warnings": list(self.warnings)}
-        d["reasons"] = list(self.reasons)
-        if self.tail_probabilities is not None:
-            d["tail_probabilities"] = dict(self.tail_probabilities)
-        if self.degradation is not None:
-            d["degradation"] = dict(self.degradation)
-        if self.stage is not None:
-            d["stage"] = self.stage
-        if self.latent_2d is not None:
-            d["latent_2d"] = list(self.latent_2d)
-        if self.face is not None:
-            d["face"] = dict(self.face)
-        if self.attribution is not None:
-            d["attribution"] = dict(self.attribution)
-            d["attributed_to"] = self.attributed_to
-        if include_features:
-            d["features"] = self.features
-        return d
-
-
-def png_bytes(arr: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def _upscale(arr: np.ndarray) -> np.ndarray:
-    return cv2.resize(arr, None, fx=EVIDENCE_SCALE, fy=EVIDENCE_SCALE, interpolation=cv2.INTER_NEAREST)
-
-
-def image_png(x: torch.Tensor) -> bytes:
-    """float [C, H, W] in [-1, 1] -> upscaled PNG."""
-    arr = to_uint8(x.cpu()).permute(1, 2, 0).numpy()
-    arr = arr[..., 0] if arr.shape[2] == 1 else arr[..., ::-1]  # cv2 wants BGR
-    return png_bytes(_upscale(np.ascontiguousarray(arr)))
-
-
-def heatmap_png(m: torch.Tensor, vmax: float | None = None) -> bytes:
-    """map [1, H, W] (>= 0) -> upscaled colour heatmap PNG (inferno), scaled to vmax (default: its max)."""
-    a = m[0].detach().cpu().numpy().astype(np.float64)
-    top = vmax if vmax is not None else max(float(a.max()), 1e-12)
-    u8 = np.clip(a / top * 255.0, 0, 255).astype(np.uint8)
-    return png_bytes(_upscale(cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO)))
-
-
 class Detector:
     def __init__(self, spec: dict, *, bundle, encoder, perceptual: PerceptualDistance, device="cpu",
                  max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
@@ -183,13 +62,13 @@ class Detector:
         self.G, self.D = bundle.G_ema, bundle.D
         self.device = torch.device(device)
         self.classifier = JsonClassifier(spec["classifier"])
-        self.evidence = EvidenceModel(spec["evidence"]) if spec.get("evidence") else None
+        self.evidence = EvidenceModel(spec["evidence"]) if "evidence" in spec["contents"] else None
         if self.evidence is not None and self.evidence.artifacts is not None and artifact_net is None:
             raise DetectorError("the detector weighs the artifact CNN, but none was given")
         self.artifact_net = artifact_net.to(device) if artifact_net is not None else None
-        # the two-stage cascade (detector/cascade.py), when the file has one and it is switched on
-        self.first_stage = FirstStage(spec["cascade"]) if spec.get("cascade") and cascade else None
-        self.latent_map = LatentMap(spec["latent_map"]) if spec.get("latent_map") else None
+        # the two-stage cascade, when the file has one and it is switched on
+        self.first_stage = FirstStage(spec["cascade"]) if cascade and "cascade" in spec["contents"] else None
+        self.latent_map = LatentMap(spec["latent_map"]) if "latent_map" in spec["contents"] else None
         # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
         self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
         self.feature_cfg = FeatureConfig.from_dict(spec["features"])
@@ -203,10 +82,10 @@ class Detector:
         self.attribution: AttributionModel | None = None  # set by attach_attribution
         self.members: list[Member] = []
         self.primary_name: str | None = None
-        dom = spec.get("domain") or {}
-        self._lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
-        self._hi = np.asarray(dom.get("feature_hi", []), dtype=np.float64)
-        self._colour_limit = float(dom.get("colour_limit", 8.0))
+        dom = spec["domain"]
+        self._lo = np.asarray(dom["feature_lo"], dtype=np.float64)
+        self._hi = np.asarray(dom["feature_hi"], dtype=np.float64)
+        self._colour_limit = float(dom["colour_limit"])
         # Perceptual heatmaps share one colour scale (comparable across images): twice the largest mean
         # perceptual distance seen in fitting.
         names = spec["classifier"]["feature_names"]
@@ -217,77 +96,30 @@ class Detector:
     def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
              policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False) -> Detector:
-        """Load a detector file and the bundle, encoder and perceptual net it names.
+        """Load a detector file and the networks it names (detector/runtime/loader.py).
 
-        A perceptual net passed in must be the backend the detector was fitted with (else DetectorError).
-        cascade=True uses the file's cascade (detector/cascade.py), when it has one: clear cases are decided on the
-        encoder's guess; by default every image is refined.
+        cascade=True uses the file's cascade, when it has one: clear cases are decided on the encoder's guess; by
+        default every image is refined.
         """
         path = Path(path)
-        try:
-            spec = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise DetectorError(f"{path}: no such detector file") from exc
-        except (OSError, ValueError) as exc:
-            raise DetectorError(f"{path}: not a readable detector file: {exc}") from exc
-        if spec.get("format") != DETECTOR_FORMAT or spec.get("format_version") != DETECTOR_VERSION:
-            raise DetectorError(f"{path}: not a resynth detector file (version {DETECTOR_VERSION})")
-        base = path.parent
-        if spec.get("attribution_of"):
-            return cls._load_attribution(path, spec, device=device, perceptual=perceptual, max_pixels=max_pixels,
-                                         refine_steps=refine_steps, policy=policy, cascade=cascade)
-        try:
-            bundle = load_bundle(base / spec["bundle"]["file"], device=device, require_D=True)
-        except BundleError as exc:
-            raise DetectorError(str(exc)) from exc
-        if weights_fingerprint(bundle.G_ema) != spec["bundle"]["generator_fingerprint"]:
-            raise DetectorError(f"{path}: fitted for another generator than {spec['bundle']['file']}")
-        encoder = None
-        if spec.get("encoder"):
+        spec = read_spec(path)
+        kw = dict(max_pixels=max_pixels, refine_steps=refine_steps, policy=policy)
+        if spec["kind"] == "attribution":
+            if cascade:
+                raise DetectorError(f"{path}: an attribution detector is scored without the cascade")
+            det = cls.load(path.parent / spec["attribution_of"]["file"], device=device, perceptual=perceptual, **kw)
+            if det.spec["model_id"] != spec["attribution_of"]["model_id"]:
+                raise DetectorError(f"{path}: fitted over detector {spec['attribution_of']['model_id']}, but "
+                                    f"{spec['attribution_of']['file']} is {det.spec['model_id']}; refit the "
+                                    "attribution")
             try:
-                encoder, _ = load_encoder(base / spec["encoder"]["file"], G=bundle.G_ema, device=device)
-            except BundleError as exc:
-                raise DetectorError(str(exc)) from exc
-            recorded = spec["encoder"].get("fingerprint")
-            if recorded is None:
-                raise DetectorError(f"{path}: records no fingerprint for its encoder {spec['encoder']['file']}; "
-                                    "refit the detector (resynth fit)")
-            if weights_fingerprint(encoder) != recorded:
-                raise DetectorError(f"{path}: fitted with another encoder than {spec['encoder']['file']} "
-                                    "(fingerprint differs); use the encoder it was fitted with, or refit")
-        if perceptual is None:
-            name, size = parse_backend_id(spec["perceptual"])
-            perceptual = build_perceptual(name, input_size=size)
-        if perceptual.backend_id != spec["perceptual"]:
-            raise DetectorError(f"{path}: fitted with perceptual backend {spec['perceptual']}, "
-                                f"but {perceptual.backend_id} was given; refit or use the matching backend")
-        artifact_net = None
-        entry = (spec.get("evidence") or {}).get("artifacts")
-        if entry is not None:
-            try:
-                artifact_net = load_artifact_cnn(base / entry["file"], sha256=entry["sha256"], device=device)
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise DetectorError(f"{path}: its artifact CNN: {exc}") from exc
-        return cls(spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device), device=device,
-                   max_pixels=max_pixels, refine_steps=refine_steps, policy=policy, cascade=cascade,
-                   artifact_net=artifact_net)
-
-    @classmethod
-    def _load_attribution(cls, path: Path, spec: dict, *, cascade: bool, device, **kwargs) -> Detector:
-        if cascade:
-            raise DetectorError(f"{path}: an attribution detector is scored without the cascade")
-        det = cls.load(path.parent / spec["attribution_of"]["file"], device=device, cascade=False, **kwargs)
-        if det.spec["model_id"] != spec["attribution_of"]["model_id"]:
-            raise DetectorError(f"{path}: fitted over detector {spec['attribution_of']['model_id']}, but "
-                                f"{spec['attribution_of']['file']} is {det.spec['model_id']}; refit the attribution")
-        try:
-            members = [load_member(m["name"], path.parent / m["bundle"]["file"],
-                                   None if not m.get("encoder") else path.parent / m["encoder"]["file"],
-                                   device=device, expect=m) for m in spec["members"]]
-            det.attach_attribution(spec, members)
-        except AttributionError as exc:
-            raise DetectorError(f"{path}: {exc}") from exc
-        return det
+                det.attach_attribution(spec, load_members(path, spec, device=device))
+            except AttributionError as exc:
+                raise DetectorError(f"{path}: {exc}") from exc
+            return det
+        p = load_parts(path, spec, device=device, perceptual=perceptual)
+        return cls(spec, bundle=p.bundle, encoder=p.encoder, perceptual=p.perceptual, device=device, cascade=cascade,
+                   artifact_net=p.artifact_net, **kw)
 
     def attach_attribution(self, spec: dict, members: list[Member]) -> None:
         """Score as the attribution detector `spec` over this (primary) detector and `members`."""
@@ -297,6 +129,10 @@ class Detector:
         self.attribution, self.members = model, members
         self.primary_name = spec["attribution_of"]["name"]
         self.model_id, self.threshold = spec["model_id"], model.threshold
+
+    def feature_context(self, feature_cfg: FeatureConfig | None = None) -> dict:
+        """The feature cache's context for this detector's features (or for another feature config of them)."""
+        return feature_context(self, feature_cfg)
 
     @property
     def info(self) -> dict:
@@ -545,15 +381,3 @@ class Detector:
         """One image (path, bytes): p_fake, verdict, threshold, features, timings, model id, warnings."""
         return self.score_batch([data], explain=explain, sources=[source] if source else None,
                                 max_pixels=max_pixels)[0]
-
-
-def evidence_to_files(result: ScoreResult, folder: str | Path, stem: str) -> list[Path]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, data in result.evidence.items():
-        p = folder / f"{stem}_{name}.png"
-        p.write_bytes(data)
-        out.append(p)
-    return out
-

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..imageio import ImageDecodeError
+from ..runtime import Detector
 from .classifier import threshold_at_fpr
-from .imageio import ImageDecodeError
-from .scoring import Detector
 
 
 class CalibrationError(ValueError):

@@ -1,21 +1,14 @@
-"""A two-stage cascade: the encoder's guess decides the clear cases, only the others pay for refinement.
+"""Fitting the two-stage cascade (detector/components/first_stage.py serves it).
 
-Stage 1 computes the features after the encoder's guess alone (no projector step; a degradation-aware detector
-scores its degradation candidates on that guess), a classifier fitted on those features, and the detector's own
-real-photo model, combined as in detector/evidence.py into p1. An image with p1 below `lo` is decided with p1
-(a confident 'real'), above `hi` too (a confident 'fake'); between them it is refined and scored by the full
-detector. The band is chosen on images held out from every fit (train-split photos the fit did not use, fresh
-samples): of the fakes the full detector flags, at most `max_missed` are cleared at stage 1; of the photos it
-clears, at most `max_extra_fpr` are flagged at stage 1.
-With `decide_real=False` stage 1 only flags confident fakes: clearing photos early mixes two score scales
-among the photos and costs ranking (AUC) even where no verdict changes (benchmarks/RESULTS.md, speed).
-The cascade as a whole is measured on the test split by `python -m benchmarks.speed`. It is opt-in
-(`Detector.load(..., cascade=True)`, `--cascade`, RESYNTH_CASCADE=1): a faster setting that ranks worse.
+The stage-1 classifier is fitted on the fit's own images (their stage-1 features, the same split as the full
+classifier). Stage 1's evidence and the band are fitted on images held out from every other fit (the data plan's
+`cascade` photos and stream): of the fakes the full detector flags, at most `max_missed` are cleared at stage 1;
+of the photos it clears, at most `max_extra_fpr` are flagged there. With `decide_real=False` stage 1 only flags
+confident fakes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -23,9 +16,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .classifier import ClassifierConfig, JsonClassifier, fit_classifier
-from .evidence import EvidenceModel, RealPhotoModel, appearance_features, fit_evidence
-from .features import FeatureConfig
+from gan_inversion.metrics import generate
+
+from .. import laundering, plan
+from ..components.classifier import JsonClassifier
+from ..components.evidence import EvidenceModel, RealPhotoModel
+from ..components.first_stage import first_stage_config
+from ..features import FeatureCache, FeatureConfig, appearance_features, feature_context, features_for
+from .classifier import fit_classifier
+from .config import DetectorConfig
+from .evidence import fit_evidence
+from .images import data_plan, fit_images, quantize, unused_reals
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,6 @@ class CascadeConfig:
     n_fake: int = 600             # held-out fresh samples (laundered like the fit's)
     reference_fraction: float = 1 / 3  # of those photos: the reference for stage 1's tail probabilities
     seed: int = 0
-
-
-CASCADE_FAKE_SEED = 3_000_000_019  # held-out samples for the band: a stream neither fitting nor evaluation uses
-
-
-def first_stage_config(cfg: FeatureConfig) -> FeatureConfig:
-    """The full detector's feature config with no refinement step (the encoder's guess only)."""
-    return dataclasses.replace(cfg, refine_steps=0, search_steps=None)
 
 
 def choose_band(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, threshold: float, *, max_missed: float,
@@ -64,51 +57,22 @@ def choose_band(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, threshold: float,
     return min(lo, threshold), max(hi, threshold)
 
 
-class FirstStage:
-    """Serving side of a cascade spec (a detector file's "cascade")."""
-
-    def __init__(self, spec: dict):
-        self.spec = spec
-        self.feature_cfg = FeatureConfig.from_dict(spec["features"])
-        self.classifier = JsonClassifier(spec["classifier"])
-        self.evidence = EvidenceModel(spec["evidence"])
-        self.lo, self.hi = float(spec["band"]["lo"]), float(spec["band"]["hi"])
-        dom = spec.get("domain") or {}
-        self.feature_lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
-        self.feature_hi = np.asarray(dom.get("feature_hi", []), dtype=np.float64)
-
-    def decided(self, p1: np.ndarray, threshold: float) -> np.ndarray:
-        """Which images stage 1 decides (the band always contains the threshold in use)."""
-        lo, hi = min(self.lo, threshold), max(self.hi, threshold)
-        return (p1 < lo) | (p1 > hi)
-
-
 def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_dir=None, progress: bool = True
                 ) -> dict:
     """A copy of `detector`'s spec with a cascade: stage-1 classifier on the fit's own images (their stage-1
-    features), stage-1 evidence and band on held-out images (module docstring). `reals` is the train split."""
-    from gan_inversion.encoder import weights_fingerprint
-    from gan_inversion.metrics import generate
-
-    from . import laundering
-    from .fit import FeatureCache, FitConfig, feature_context, features_for, fit_images, quantize, unused_reals
-
+    features), stage-1 evidence and band on the data plan's 'cascade' photos and stream (module docstring). `reals`
+    is the train split."""
     if detector.evidence is None:
         raise ValueError("a cascade needs a detector with the real-photo model (refit without --no-real-model)")
     spec = json.loads(json.dumps(detector.spec))
     spec.pop("cascade", None)
-    fit = {k: v for k, v in spec["fit"].items() if k in {f.name for f in dataclasses.fields(FitConfig)}}
-    fit_cfg = FitConfig(**fit)
-    clf_cfg = ClassifierConfig(**spec["classifier"]["config"])
+    config = DetectorConfig.from_spec(spec)
+    fit_cfg, clf_cfg = config.fit, config.classifier
     dev = detector.device
     cfg1 = first_stage_config(detector.feature_cfg)
-    enc_fp = weights_fingerprint(detector.encoder) if detector.encoder is not None else None
-    G_fp = weights_fingerprint(detector.G)
 
-    def cache_for(fcfg: FeatureConfig, context: dict | None = None):
-        ctx = context or {"features": fcfg.to_dict(), "G": G_fp, "encoder": enc_fp,
-                          "perceptual": detector.perceptual.backend_id}
-        return FeatureCache(cache_dir, ctx) if cache_dir else None
+    def cache_for(fcfg: FeatureConfig):
+        return FeatureCache(cache_dir, feature_context(detector, fcfg)) if cache_dir else None
 
     kw = dict(G=detector.G, D=detector.D, encoder=detector.encoder, perceptual=detector.perceptual,
               batch=fit_cfg.batch, progress=progress)
@@ -120,21 +84,21 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
     y = np.r_[np.zeros(len(X1r)), np.ones(len(X1f))].astype(np.int64)
     clf1, _ = fit_classifier(X1, y, names, cfg=clf_cfg)
     # 2. held-out images: stage-1 evidence (reference photos, sigmoid) and the band
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    h_real = unused_reals(reals, fit_cfg, cfg.n_real)
-    h_fake = quantize(generate(detector.G, cfg.n_fake, seed=CASCADE_FAKE_SEED + cfg.seed, device=dev))
+    g = torch.Generator().manual_seed(plan.seed("cascade_launder", cfg.seed))
+    h_real = unused_reals(reals, fit_cfg, cfg.n_real, part="cascade")
+    h_fake = quantize(generate(detector.G, cfg.n_fake, seed=plan.seed("cascade_fakes", cfg.seed), device=dev))
     h_real, _ = laundering.random_launder(h_real, prob=fit_cfg.launder_prob, generator=g)
     h_fake, _ = laundering.random_launder(h_fake, prob=fit_cfg.launder_prob, generator=g)
     images = torch.cat([h_real, h_fake]).to(dev)
     yh = np.r_[np.zeros(len(h_real)), np.ones(len(h_fake))].astype(np.int64)
     H1, _ = features_for(images, feature_cfg=cfg1, cache=cache_for(cfg1), desc="held-out stage 1", **kw)
     H2, _ = features_for(images, feature_cfg=detector.feature_cfg,
-                         cache=cache_for(detector.feature_cfg, feature_context(detector)), desc="held-out full", **kw)
+                         cache=cache_for(detector.feature_cfg), desc="held-out full", **kw)
     A = appearance_features(detector.perceptual, images)
     real_model = spec["evidence"]["real_model"]
     photo = RealPhotoModel(real_model).score(A)
     decision = JsonClassifier(clf1).decision(H1)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(plan.seed("cascade_split", cfg.seed))
     photos = np.flatnonzero(yh == 0)
     ref = np.sort(rng.permutation(photos)[: int(round(cfg.reference_fraction * len(photos)))])
     cal = np.setdiff1d(np.arange(len(yh)), ref)
@@ -163,6 +127,10 @@ def fit_cascade(detector, reals, *, cfg: CascadeConfig = CascadeConfig(), cache_
                        "domain": {"feature_lo": lo_f.tolist(), "feature_hi": hi_f.tolist()}}
     # The file's model id and metrics stay those of the full detector (what it serves by default); with the
     # cascade switched on, results carry the model id with this suffix.
+    held = data_plan(fit_cfg).slice("cascade", cfg.n_real)
+    spec["data_plan"]["slices"]["cascade"] = [held.start, held.stop]
+    spec["data_plan"]["streams"].update({k: plan.seed(k, cfg.seed) for k in ("cascade_fakes", "cascade_launder",
+                                                                               "cascade_split")})
     spec["cascade"]["id_suffix"] = "-cas" + hashlib.sha256(
         json.dumps(spec["cascade"], sort_keys=True).encode()).hexdigest()[:8]
     return spec
