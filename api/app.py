@@ -14,19 +14,20 @@ import base64
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Literal
+from typing import get_type_hints
 
 import anyio
 import torch
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import Field, create_model
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from detector.runtime import Detector, VerdictPolicy
+from detector.runtime import Detector, ScoreResult, VerdictPolicy
 from gan_inversion.defaults import pick_device
 
 from .audits import AuditManager
@@ -43,24 +44,17 @@ JSON_BODY_LIMIT = 64 * 1024     # every other route: JSON requests are small
 RAW_TYPES = ("image/", "application/octet-stream")
 
 
-class DetectResponse(BaseModel):
-    p_fake: float
-    verdict: Literal["fake", "real", "uncertain"]
-    threshold: float
-    model_id: str
-    timings_ms: dict[str, float]
-    warnings: list[str]
-    evidence: dict[str, str] | None = None  # base64 PNGs with ?explain=true
-    degradation: dict[str, float] | None = None  # degradation-aware detectors: the estimated blur_sigma, scale
-    reasons: list[str] = []  # the evidence that drove the verdict over the threshold (empty: none did)
-    tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
-                                                         # evidence: 'generator', 'photos', 'probe', 'artifacts'
-    stage: Literal["first", "refined"] | None = None  # with a cascade: decided on the encoder's guess, or refined
-    attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
-                                                  # and 'none'
-    attributed_to: str | None = None  # the most probable of them
-    latent_2d: list[float] | None = None  # the image's refined code on the detector's 2D latent map
-    face: dict | None = None  # face models: the face found and aligned (box, angle, eyes_found, faces_found)
+# The response of /v1/detect: ScoreResult's fields (detector/runtime/result.py), less what stays on the server
+# (the source name, the raw features) and with the evidence PNGs as base64 text.
+_HINTS = get_type_hints(ScoreResult)
+_OMITTED = {"source", "features", "evidence"}
+DetectResponse = create_model(
+    "DetectResponse",
+    **{f.name: (_HINTS[f.name], Field(default_factory=f.default_factory) if f.default_factory is not MISSING
+                else (... if f.default is MISSING else f.default))
+       for f in fields(ScoreResult) if f.name not in _OMITTED},
+    evidence=(dict[str, str] | None, Field(None, description="base64 PNGs with ?explain=true")),
+)
 
 
 def default_loader(settings: Settings) -> Detector:
@@ -123,18 +117,27 @@ def plain_paths(routes) -> set[str]:
         path = getattr(r, "path", None)
         if isinstance(path, str) and "{" not in path:
             out.add(path)
-        out |= plain_paths(getattr(r, "routes", None) or [])
+        included = getattr(r, "original_router", None)  # a router included without a prefix (FastAPI >= 0.16x)
+        out |= plain_paths(getattr(r, "routes", None) or getattr(included, "routes", None) or [])
     return out
 
 
-def create_app(settings: Settings | None = None, *, loader: Callable[[Settings], Detector] = default_loader) -> FastAPI:
-    settings = settings or Settings()
-    check_settings(settings)
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def _lifespan(settings: Settings, loader: Callable[[Settings], Detector]):
+    """Load the detector once, run the batcher's scoring loop and the audit manager for the app's lifetime."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
+        metrics = app.state.metrics
         app.state.detector = await anyio.to_thread.run_sync(loader, settings)
         app.state.capacity = anyio.CapacityLimiter(settings.max_inflight)
         app.state.batcher = Batcher(app.state.detector, max_batch=settings.batch_max,
@@ -149,7 +152,7 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
 
             tg.start_soon(scoring_loop)
             audits = await anyio.to_thread.run_sync(lambda: AuditManager(
-                settings, app.state.detector, app.state.capacity, tg, app.state.metrics))
+                settings, app.state.detector, app.state.capacity, tg, metrics))
             app.state.audits = audits
             await audits.resume_unfinished()
             yield
@@ -157,7 +160,85 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
             scoring.cancel()
         app.state.detector = app.state.audits = app.state.batcher = None
 
-    app = FastAPI(title="resynth", version="0.1.0", lifespan=lifespan,
+    return lifespan
+
+
+router = APIRouter()
+
+
+@router.post(DETECT_PATH, response_model=DetectResponse, responses=error_responses(408, 413, 415, 422, 503),
+             summary="Score one image (multipart field 'file', or a raw image body)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "file": {"type": "string", "format": "binary"}}, "required": ["file"]},
+                     "encoding": {"file": {"contentType": "image/*"}}},
+                 "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
+async def detect(request: Request, explain: bool = Query(False, description="include evidence PNGs (base64)"),
+                 detector: Detector = Depends(get_detector), capacity: anyio.CapacityLimiter = Depends(get_capacity),
+                 batcher: Batcher = Depends(get_batcher), settings: Settings = Depends(get_settings),
+                 metrics: Metrics = Depends(get_metrics)):
+    data, source = await image_bytes(request, settings)
+    token = object()  # this image's scoring slot, held from decoding until it is scored
+    try:
+        capacity.acquire_on_behalf_of_nowait(token)
+    except anyio.WouldBlock:
+        raise ApiError(503, "overloaded", f"all {settings.max_inflight} scoring slots are busy; retry shortly",
+                       headers={"Retry-After": str(settings.retry_after_s)}) from None
+    metrics.inflight.inc()
+
+    def release():
+        capacity.release_on_behalf_of(token)
+        metrics.inflight.dec()
+
+    handed_over = False
+    try:
+        t0 = time.perf_counter()
+        prep = await anyio.to_thread.run_sync(
+            lambda: detector.prepare(data, source=source, max_pixels=settings.max_pixels))
+        handed_over = True  # from here the batcher releases the slot, whatever happens to this request
+        result = await batcher.score(prep, explain=explain, decode_ms=1000 * (time.perf_counter() - t0),
+                                     release=release)
+    finally:
+        if not handed_over:
+            release()
+    metrics.scored.labels(result.verdict).inc()
+    out = result.to_dict(include_features=False)
+    out.pop("source")
+    if explain:
+        out["evidence"] = {k: base64.b64encode(v).decode() for k, v in result.evidence.items()}
+    return out
+
+
+@router.get("/v1/model", responses=error_responses(503),
+            summary="What the loaded model is, with its evaluation metrics")
+async def model(detector: Detector = Depends(get_detector)):
+    return detector.info
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses=error_responses(503), summary="The model is loaded")
+async def readyz(detector: Detector = Depends(get_detector)):
+    return {"status": "ready", "model_id": detector.model_id}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus(metrics: Metrics = Depends(get_metrics)):
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page():
+    return HTMLResponse((STATIC / "index.html").read_text())
+
+
+def create_app(settings: Settings | None = None, *, loader: Callable[[Settings], Detector] = default_loader) -> FastAPI:
+    settings = settings or Settings()
+    check_settings(settings)
+    app = FastAPI(title="resynth", version="0.1.0", lifespan=_lifespan(settings, loader),
                   description="GAN-image detection by StyleGAN2 inversion: POST an image, get a fake-probability.")
     app.state.settings, app.state.detector, app.state.audits = settings, None, None
     metrics = app.state.metrics = Metrics()
@@ -166,70 +247,6 @@ def create_app(settings: Settings | None = None, *, loader: Callable[[Settings],
                        routes=lambda: plain_paths(app.routes),
                        body_limit=lambda path: settings.max_bytes + MULTIPART_OVERHEAD if path == DETECT_PATH
                        else JSON_BODY_LIMIT)
-
-    @app.post(DETECT_PATH, response_model=DetectResponse, responses=error_responses(408, 413, 415, 422, 503),
-              summary="Score one image (multipart field 'file', or a raw image body)",
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "multipart/form-data": {"schema": {"type": "object", "properties": {
-                      "file": {"type": "string", "format": "binary"}}, "required": ["file"]},
-                      "encoding": {"file": {"contentType": "image/*"}}},
-                  "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
-    async def detect(request: Request, explain: bool = Query(False, description="include evidence PNGs (base64)"),
-                     detector: Detector = Depends(get_detector),
-                     capacity: anyio.CapacityLimiter = Depends(get_capacity),
-                     batcher: Batcher = Depends(get_batcher)):
-        data, source = await image_bytes(request, settings)
-        token = object()  # this image's scoring slot, held from decoding until it is scored
-        try:
-            capacity.acquire_on_behalf_of_nowait(token)
-        except anyio.WouldBlock:
-            raise ApiError(503, "overloaded", f"all {settings.max_inflight} scoring slots are busy; retry shortly",
-                           headers={"Retry-After": str(settings.retry_after_s)}) from None
-        metrics.inflight.inc()
-
-        def release():
-            capacity.release_on_behalf_of(token)
-            metrics.inflight.dec()
-
-        handed_over = False
-        try:
-            t0 = time.perf_counter()
-            prep = await anyio.to_thread.run_sync(
-                lambda: detector.prepare(data, source=source, max_pixels=settings.max_pixels))
-            handed_over = True  # from here the batcher releases the slot, whatever happens to this request
-            result = await batcher.score(prep, explain=explain, decode_ms=1000 * (time.perf_counter() - t0),
-                                         release=release)
-        finally:
-            if not handed_over:
-                release()
-        metrics.scored.labels(result.verdict).inc()
-        out = result.to_dict(include_features=False)
-        out.pop("source")
-        if explain:
-            out["evidence"] = {k: base64.b64encode(v).decode() for k, v in result.evidence.items()}
-        return out
-
-    @app.get("/v1/model", responses=error_responses(503),
-             summary="What the loaded model is, with its evaluation metrics")
-    async def model(detector: Detector = Depends(get_detector)):
-        return detector.info
-
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz", responses=error_responses(503), summary="The model is loaded")
-    async def readyz(detector: Detector = Depends(get_detector)):
-        return {"status": "ready", "model_id": detector.model_id}
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(router)
     app.include_router(audits_router)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page():
-        return HTMLResponse((STATIC / "index.html").read_text())
-
     return app

@@ -25,7 +25,7 @@ def add_serve(sub) -> None:
     s.add_argument("--host", default=None, help="default RESYNTH_HOST or 127.0.0.1")
     s.add_argument("--port", type=int, default=None, help="default RESYNTH_PORT or 8000")
     s.add_argument("--detector", default=None, help="default RESYNTH_DETECTOR or the embedded model")
-    s.add_argument("--device", default=None)
+    s.add_argument("--device", default=None, help="default RESYNTH_DEVICE or auto (CUDA when present, else CPU)")
     s.set_defaults(func=cmd_serve)
 
 

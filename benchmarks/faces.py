@@ -23,8 +23,8 @@ import torch
 
 from detector.features import FeatureConfig, extract_features
 from detector.imageio import prepare_image
+from gan_inversion.convert import convert_rosinality
 from gan_inversion.faces import face_framing
-from gan_inversion.legacy import convert_rosinality
 from gan_inversion.perceptual import build_perceptual
 
 from .common import RESULTS_DIR, write_section

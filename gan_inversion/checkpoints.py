@@ -11,7 +11,7 @@ A bundle is one `torch.save`d dict of plain data (loadable with `weights_only=Tr
     meta                     free-form provenance (source, created, training config, ...)
 
 A training checkpoint is a bundle plus a `train_state` entry (optimizers, regulariser state).
-Third-party formats are converted in `legacy.py`, never here.
+Third-party formats are converted in `convert/`, one module a format, never here.
 """
 
 from __future__ import annotations

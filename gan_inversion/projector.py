@@ -92,6 +92,32 @@ def reconstruction_loss(perceptual: PerceptualDistance, synth: torch.Tensor, tar
             + pixel_weight * (synth - target).square().mean(dim=[1, 2, 3]))
 
 
+def schedule(cfg: ProjectConfig, step: int) -> tuple[float, float]:
+    """(learning rate, latent-noise strength) at `step`: a cosine ramp-down and an optional ramp-up of the rate,
+    the noise decaying quadratically over `noise_ramp_length`."""
+    t = step / cfg.num_steps
+    noise_strength = cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
+    lr_ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown_length)
+    lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
+    lr_ramp = lr_ramp * min(1.0, t / cfg.lr_rampup_length) if cfg.lr_rampup_length > 0 else lr_ramp
+    return cfg.initial_lr * lr_ramp, noise_strength
+
+
+def _initial_latent(G: Generator, target: torch.Tensor, cfg: ProjectConfig, ws_init: torch.Tensor | None
+                    ) -> torch.Tensor:
+    """The optimised latent: [N, w_dim] in W (the mean of ws_init over layers), [N, num_ws, w_dim] in W+."""
+    syn, N = G.synthesis, target.shape[0]
+    if target.ndim != 4 or target.shape[1:] != (syn.img_channels, syn.img_resolution, syn.img_resolution):
+        raise ValueError(f"targets must be [N, {syn.img_channels}, {syn.img_resolution}, {syn.img_resolution}], "
+                         f"got {list(target.shape)}")
+    if ws_init is None:
+        ws_init = G.w_avg.detach().view(1, 1, -1).expand(N, G.num_ws, -1)
+    if ws_init.shape != (N, G.num_ws, G.w_dim):
+        raise ValueError(f"ws_init must be [{N}, {G.num_ws}, {G.w_dim}], got {list(ws_init.shape)}")
+    latent = (ws_init.mean(dim=1) if cfg.space == "W" else ws_init).detach().clone().to(target.device)
+    return latent.requires_grad_(True)
+
+
 def project(
     G: Generator,
     target: torch.Tensor,
@@ -113,30 +139,18 @@ def project(
     degrade = degradation if degradation is not None else (lambda x: x)
     t0 = time.perf_counter()
     syn = G.synthesis
-    N = target.shape[0]
-    if target.ndim != 4 or target.shape[1:] != (syn.img_channels, syn.img_resolution, syn.img_resolution):
-        raise ValueError(f"targets must be [N, {syn.img_channels}, {syn.img_resolution}, {syn.img_resolution}], "
-                         f"got {list(target.shape)}")
-    device = target.device
+    N, device = target.shape[0], target.device
+    latent = _initial_latent(G, target, cfg, ws_init)
     target = target.detach()
     if w_std is None and cfg.initial_noise_factor > 0:
         w_std = w_spread(G, num_samples=cfg.w_std_samples)
-    if ws_init is None:
-        ws_init = G.w_avg.detach().view(1, 1, -1).expand(N, G.num_ws, -1)
-    if ws_init.shape != (N, G.num_ws, G.w_dim):
-        raise ValueError(f"ws_init must be [{N}, {G.num_ws}, {G.w_dim}], got {list(ws_init.shape)}")
-    latent = (ws_init.mean(dim=1) if cfg.space == "W" else ws_init).detach().clone().to(device)
-    latent.requires_grad_(True)
     gens = [torch.Generator().manual_seed(cfg.seed) for _ in range(N)]
 
-    params = [latent]
     noise = None
-    if cfg.optimize_noise:
-        noise = [_per_image_randn(gens, (1, layer.resolution, layer.resolution), device)
+    if cfg.optimize_noise:  # per-image noise maps, optimised with the latent
+        noise = [_per_image_randn(gens, (1, layer.resolution, layer.resolution), device).requires_grad_(True)
                  for layer in syn.layers()]
-        for n in noise:
-            n.requires_grad_(True)
-        params += noise
+    params = [latent] + (noise or [])
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.initial_lr)
 
     def to_ws(lat: torch.Tensor) -> torch.Tensor:
@@ -148,13 +162,9 @@ def project(
     target_features = perceptual.target_features(target)  # the target's side, computed once
     history = []
     for step in range(cfg.num_steps):
-        t = step / cfg.num_steps
-        noise_strength = cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
-        lr_ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown_length)
-        lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
-        lr_ramp = lr_ramp * min(1.0, t / cfg.lr_rampup_length) if cfg.lr_rampup_length > 0 else lr_ramp
+        lr, noise_strength = schedule(cfg, step)
         for group in opt.param_groups:
-            group["lr"] = cfg.initial_lr * lr_ramp
+            group["lr"] = lr
 
         if noise_strength > 0:  # latent noise (optimisation from w_avg); none in the hybrid refinement
             latent_in = latent + _per_image_randn(gens, tuple(latent.shape[1:]), device) * (w_std * noise_strength)

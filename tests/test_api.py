@@ -142,3 +142,13 @@ def test_settings_from_env():
         settings_from_env({"RESYNTH_PORT": "eighty"})
     with pytest.raises(ValueError, match="positive"):
         settings_from_env({"RESYNTH_MAX_INFLIGHT": "0"})
+
+
+def test_the_guard_knows_every_plain_route():
+    """Requests refused before routing (413, 408, a client gone) are counted under their route's path, included
+    routers too."""
+    from api.app import create_app, plain_paths
+    from api.settings import Settings
+
+    app = create_app(Settings(), loader=lambda s: None)
+    assert {"/v1/detect", "/v1/model", "/v1/audits", "/healthz", "/readyz", "/metrics"} <= plain_paths(app.routes)

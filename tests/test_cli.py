@@ -83,3 +83,36 @@ def test_train_aux_writes_a_loadable_generator_and_its_samples(tmp_path, monkeyp
     assert "upsample-conv auxiliary generator (1 steps" in capsys.readouterr().out  # 64 photos: one batch
     assert sample_aux(load_aux(out), 3, seed=0).shape == (3, 1, 16, 16)
     assert Image.open(out.with_name("u_samples.png")).size[0] > 16
+
+
+def test_every_command_and_option_has_a_help_text():
+    import argparse
+
+    from api.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    missing = []
+    for name, p in sub.choices.items():
+        if not helps.get(name):
+            missing.append(name)
+        for action in p._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing
+    convert = sub.choices["convert"].format_help()
+    assert "rosinality" in convert and "NVIDIA" in convert and "Refused" in convert
+
+
+def test_fit_defaults_are_the_embedded_configuration():
+    from api.cli import build_parser
+    from detector.cli.fit import config_from_args
+    from detector.fitting.config import DetectorConfig
+
+    args = build_parser().parse_args(["fit"])
+    cfg = config_from_args(args)
+    assert cfg == DetectorConfig()
+    assert cfg.command() == "resynth fit"
+    changed = config_from_args(build_parser().parse_args(["fit", "--n-real", "100", "--no-artifact-cnn"]))
+    assert changed.command() == "resynth fit --n-real 100 --no-artifact-cnn"

@@ -1,4 +1,4 @@
-"""NVIDIA stylegan2-ada pickles read as data (gan_inversion/legacy.py): the tests write pickles with the real
+"""NVIDIA stylegan2-ada pickles read as data (gan_inversion/convert/): the tests write pickles with the real
 format's structure (persistent-object records carrying module source, tensors, parameters, nested dicts) from
 resynth's own networks, through stand-in `torch_utils.persistence` / `dnnlib.util` modules, and check that the
 weights come back and that nothing in the file is ever run."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_inversion.legacy import NvidiaPickleRefused, PersistentRecord, read_nvidia_pickle
+from gan_inversion.convert import NvidiaPickleRefused, PersistentRecord, read_nvidia_pickle
 
 
 class _Record:
@@ -232,7 +232,7 @@ def ada_pickle(nvidia_modules, tmp_path, request):
 
 def test_a_stylegan2_ada_pickle_converts_and_reproduces_the_original(ada_pickle, tmp_path):
     from gan_inversion.checkpoints import atomic_save, load_bundle
-    from gan_inversion.legacy import convert, convert_any
+    from gan_inversion.convert import convert, convert_any
 
     from .rosinality_ref import reference_discriminator, reference_generator, reference_mapping
 
@@ -279,7 +279,7 @@ def _variant(nvidia_modules, tmp_path, edit) -> Path:
 
 def test_stylegan3_conditional_and_other_architectures_are_refused(nvidia_modules, tmp_path):
     from gan_inversion.checkpoints import BundleError
-    from gan_inversion.legacy import convert
+    from gan_inversion.convert import convert
 
     def sg3(G, D):  # alias-free generators: a Fourier-feature input and layers named L<i>_<size>_<channels>
         for k in [k for k in G if k.startswith("synthesis.")]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..features import FeatureConfig
 from .classifier import JsonClassifier
+from .domain import Domain
 from .evidence import EvidenceModel
 
 
@@ -30,9 +31,7 @@ class FirstStage:
         self.classifier = JsonClassifier(spec["classifier"])
         self.evidence = EvidenceModel(spec["evidence"])
         self.lo, self.hi = float(spec["band"]["lo"]), float(spec["band"]["hi"])
-        dom = spec.get("domain") or {}
-        self.feature_lo = np.asarray(dom.get("feature_lo", []), dtype=np.float64)
-        self.feature_hi = np.asarray(dom.get("feature_hi", []), dtype=np.float64)
+        self.domain = Domain(spec["domain"])
 
     def decided(self, p1: np.ndarray, threshold: float) -> np.ndarray:
         """Which images stage 1 decides (the band always contains the threshold in use)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
 class ScoreResult:
     source: str
     p_fake: float
-    verdict: str                 # 'fake' or 'real' at the stored threshold, or 'uncertain' (VerdictPolicy)
+    verdict: Literal["fake", "real", "uncertain"]  # at the stored threshold, or 'uncertain' (VerdictPolicy)
     threshold: float
     model_id: str
     features: dict[str, float]
@@ -20,12 +21,13 @@ class ScoreResult:
     reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
                                                          # evidence ('generator', 'photos', 'probe', 'artifacts';
-                                                         # detector/evidence.py)
-    stage: str | None = None  # with a cascade: 'first' (decided on the encoder's guess) or 'refined'
+                                                         # detector/components/evidence.py)
+    stage: Literal["first", "refined"] | None = None  # with a cascade: 'first' (decided on the encoder's guess)
+                                                      # or 'refined'
     attribution: dict[str, float] | None = None  # attribution detectors: probability per registered generator
-                                                  # and 'none' (detector/attribution.py)
+                                                  # and 'none' (detector/components/attribution.py)
     attributed_to: str | None = None  # the most probable of them
-    latent_2d: list[float] | None = None  # the image's code on the detector's 2D latent map (detector/latent_map.py)
+    latent_2d: list[float] | None = None  # the image's code on the detector's 2D latent map
     face: dict | None = None  # face models: the face found and how it was aligned (box, angle, faces_found)
 
     def to_dict(self, *, include_features: bool = True) -> dict:

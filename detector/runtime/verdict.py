@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..components.domain import OUT_OF_DOMAIN
+
 
 @dataclass(frozen=True)
 class VerdictPolicy:
@@ -19,7 +21,7 @@ class VerdictPolicy:
                                  # inversion); a verdict that flips under any of them is 'uncertain'
 
     def verdict(self, p: float, threshold: float, warnings: list[str]) -> str:
-        if self.out_of_domain and any(w.startswith("out of domain") for w in warnings):
+        if self.out_of_domain and any(w.startswith(OUT_OF_DOMAIN) for w in warnings):
             return "uncertain"
         if self.stability_checks and any(w.startswith(UNSTABLE) for w in warnings):
             return "uncertain"

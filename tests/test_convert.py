@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gan_inversion.checkpoints import BundleError, atomic_save, load_bundle
-from gan_inversion.legacy import convert, convert_rosinality
+from gan_inversion.convert import convert, convert_rosinality
 
 from .rosinality_ref import make_rosinality_state, reference_discriminator, reference_generator, reference_mapping
 

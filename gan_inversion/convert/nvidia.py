@@ -1,197 +1,31 @@
-"""Conversion of third-party StyleGAN2 checkpoints into resynth bundles.
+"""NVIDIA stylegan2-ada-pytorch network pickles (`network-snapshot-*.pkl`, and the TF-era models re-saved in
+that format), read as data and mapped onto resynth's networks.
 
-Supported: rosinality/stylegan2-pytorch `.pt` files, i.e. a dict with `g_ema` (its Generator's state
-dict), optionally `d` (Discriminator), `g` and `latent_avg` (as written by its `train.py` or by its
-`convert_weight.py` from NVIDIA's pickles, e.g. the FFHQ config-f model). Both networks use the same
-equalized-learning-rate conventions as ours, so conversion is a renaming plus shape squeezes; the
-architecture (resolution, channels, mapping depth) is read off the tensor shapes.
-
-NVIDIA stylegan2-ada-pytorch `.pkl` files (`network-snapshot-*.pkl`, and the TF-era models that
-stylegan2-ada-pytorch's own legacy.py re-saved in its format) are read as data, without running any code
-they carry (`read_nvidia_pickle`), then mapped onto resynth's networks (`convert_nvidia`). Supported:
-unconditional StyleGAN2 with a 'skip' generator and a 'resnet' discriminator (config-e/-f, paper256/512/1024,
-auto, cifar without labels). Refused with a message: StyleGAN3 (alias-free) generators, conditional
-models, other architectures. `convert` picks the reader by the file's content.
+A normal unpickle of these files runs the Python source stored inside them. `read_nvidia_pickle` never does:
+its unpickler knows only tensor rebuilding, plain containers and the files' persistent-object records (kept as
+`PersistentRecord`: class name, constructor arguments and state, the source only hashed), and refuses any other
+global by name. `convert_nvidia` maps the records onto our networks. Supported: unconditional StyleGAN2 with a
+'skip' generator and a 'resnet' discriminator (config-e/-f, paper256/512/1024, auto, cifar without labels).
+Refused with a message: StyleGAN3 (alias-free) generators, conditional models, other architectures.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import io
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .checkpoints import Bundle, BundleError, bundle_dict, bundle_from_dict
-from .data import FIT_FRAMING
-from .fileio import sha256_file
-from .networks import Discriminator, Generator, channels_at, make_filter
-
-
-def _load_foreign(path: Path) -> dict:
-    if not path.is_file():
-        raise BundleError(f"{path}: no such file")
-    try:
-        # rosinality's train.py stores its argparse.Namespace next to the weights: allow just that class.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BundleError(f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise BundleError(f"{path}: expected a dict, found {type(obj).__name__}")
-    return obj
-
-
-def _infer_channel_layout(channels: dict[int, int], what: str) -> tuple[int, int]:
-    """Find (channel_base, channel_max) with min(base // res, max) == channels[res] for every res."""
-    channel_max = max(channels.values())
-    below = [res * c for res, c in channels.items() if c < channel_max]
-    channel_base = min(below) if below else channel_max * max(channels)
-    if any(channels_at(res, channel_base, channel_max) != c for res, c in channels.items()):
-        raise BundleError(f"{what}: channel layout {channels} is not of the form min(base / res, max)")
-    return channel_base, channel_max
-
-
-def _rosinality_G(sd: dict) -> tuple[dict, dict]:
-    """Returns (Generator kwargs, our state dict) for a rosinality Generator state dict."""
-    n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
-    if n_mlp == 0 or "input.input" not in sd or "to_rgb1.conv.weight" not in sd:
-        raise BundleError("g_ema does not have rosinality's Generator layout (style.N, input.input, to_rgb1)")
-    w_dim = sd["style.1.weight"].shape[0]
-    n_up = len([k for k in sd if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k)])
-    resolution = 2 ** (2 + n_up)
-    img_channels = sd["to_rgb1.conv.weight"].shape[1]
-    channels = {4: sd["input.input"].shape[1]}
-    for k in range(n_up):
-        channels[2 ** (k + 3)] = sd[f"convs.{2 * k}.conv.weight"].shape[1]
-    channel_base, channel_max = _infer_channel_layout(channels, "g_ema")
-    kwargs = dict(z_dim=w_dim, w_dim=w_dim, img_resolution=resolution, img_channels=img_channels,
-                  mapping_layers=n_mlp, mapping_lr_mul=0.01, channel_base=channel_base, channel_max=channel_max)
-
-    out = {"synthesis.const": sd["input.input"][0]}
-    for i in range(n_mlp):
-        out[f"mapping.layers.{i}.weight"] = sd[f"style.{i + 1}.weight"]
-        out[f"mapping.layers.{i}.bias"] = sd[f"style.{i + 1}.bias"]
-
-    def styled(src: str, dst: str, noise_idx: int):
-        out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
-        out[f"{dst}.affine.weight"] = sd[f"{src}.conv.modulation.weight"]
-        out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
-        out[f"{dst}.noise_strength"] = sd[f"{src}.noise.weight"].reshape([])
-        out[f"{dst}.bias"] = sd[f"{src}.activate.bias"].reshape(-1)
-        noise = sd.get(f"noises.noise_{noise_idx}")
-        res = int(dst.split(".")[2][1:])
-        out[f"{dst}.noise_const"] = noise[0, 0] if noise is not None else torch.randn(res, res)
-
-    def torgb(src: str, dst: str):
-        out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
-        out[f"{dst}.affine.weight"] = sd[f"{src}.conv.modulation.weight"]
-        out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
-        out[f"{dst}.bias"] = sd[f"{src}.bias"].reshape(-1)
-
-    styled("conv1", "synthesis.blocks.b4.conv1", 0)
-    torgb("to_rgb1", "synthesis.blocks.b4.torgb")
-    for k in range(n_up):
-        res = 2 ** (k + 3)
-        styled(f"convs.{2 * k}", f"synthesis.blocks.b{res}.conv0", 2 * k + 1)
-        styled(f"convs.{2 * k + 1}", f"synthesis.blocks.b{res}.conv1", 2 * k + 2)
-        torgb(f"to_rgbs.{k}", f"synthesis.blocks.b{res}.torgb")
-    return kwargs, out
-
-
-def _rosinality_D(sd: dict) -> tuple[dict, dict]:
-    if "convs.0.0.weight" not in sd or "final_linear.1.weight" not in sd:
-        raise BundleError("d does not have rosinality's Discriminator layout (convs.0.0, final_linear)")
-    n_blocks = len([k for k in sd if re.fullmatch(r"convs\.\d+\.conv1\.0\.weight", k)])
-    resolution = 2 ** (2 + n_blocks)
-    img_channels = sd["convs.0.0.weight"].shape[1]
-    channels = {resolution: sd["convs.0.0.weight"].shape[0]}
-    for k in range(1, n_blocks + 1):
-        channels[resolution >> k] = sd[f"convs.{k}.conv2.1.weight"].shape[0]
-    channel_base, channel_max = _infer_channel_layout(channels, "d")
-    kwargs = dict(img_resolution=resolution, img_channels=img_channels, channel_base=channel_base,
-                  channel_max=channel_max, mbstd_group_size=4, mbstd_num_channels=1)
-    out = {"fromrgb.weight": sd["convs.0.0.weight"], "fromrgb.bias": sd["convs.0.1.bias"]}
-    for k in range(1, n_blocks + 1):
-        b = f"blocks.b{resolution >> (k - 1)}"
-        out[f"{b}.conv0.weight"] = sd[f"convs.{k}.conv1.0.weight"]
-        out[f"{b}.conv0.bias"] = sd[f"convs.{k}.conv1.1.bias"]
-        out[f"{b}.conv1.weight"] = sd[f"convs.{k}.conv2.1.weight"]
-        out[f"{b}.conv1.bias"] = sd[f"convs.{k}.conv2.2.bias"]
-        out[f"{b}.skip.weight"] = sd[f"convs.{k}.skip.1.weight"]
-    out.update({"conv.weight": sd["final_conv.0.weight"], "conv.bias": sd["final_conv.1.bias"],
-                "fc.weight": sd["final_linear.0.weight"], "fc.bias": sd["final_linear.0.bias"],
-                "out.weight": sd["final_linear.1.weight"], "out.bias": sd["final_linear.1.bias"]})
-    return kwargs, out
-
-
-def _strict(net: torch.nn.Module, sd: dict, what: str) -> torch.nn.Module:
-    try:
-        net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-    except RuntimeError as exc:
-        raise BundleError(f"{what}: converted weights do not fit: {exc}") from exc
-    return net.eval().requires_grad_(False)
-
-
-def convert_rosinality(path: str | Path, *, w_avg_samples: int = 10_000, seed: int = 0) -> dict:
-    """Read a rosinality/stylegan2-pytorch checkpoint and return a resynth bundle dict."""
-    path = Path(path)
-    obj = _load_foreign(path)
-    if "g_ema" not in obj:
-        raise BundleError(f"{path}: not a rosinality/stylegan2-pytorch checkpoint (no 'g_ema'; keys {sorted(obj)[:8]})")
-    try:
-        G_kwargs, G_sd = _rosinality_G(obj["g_ema"])
-        G_ema = _strict(Generator(**G_kwargs), G_sd, f"{path} g_ema")
-        G = _strict(Generator(**G_kwargs), _rosinality_G(obj["g"])[1], f"{path} g") if "g" in obj else None
-        D = None
-        if "d" in obj:
-            D_kwargs, D_sd = _rosinality_D(obj["d"])
-            D = _strict(Discriminator(**D_kwargs), D_sd, f"{path} d")
-    except KeyError as exc:
-        raise BundleError(f"{path}: rosinality checkpoint lacks the tensor {exc}") from exc
-    if obj.get("latent_avg") is not None:
-        w_avg, w_src = obj["latent_avg"].reshape(-1).float(), "latent_avg"
-    else:
-        with torch.no_grad():
-            z = torch.randn(w_avg_samples, G_ema.z_dim, generator=torch.Generator().manual_seed(seed))
-            w_avg, w_src = G_ema.mapping(z)[:, 0].mean(0), f"mean of {w_avg_samples} mapped z (seed {seed})"
-    for net in (G_ema, G):
-        if net is not None:
-            net.mapping.w_avg.copy_(w_avg)
-    data = {"name": "unknown (converted)", "fingerprint": None, "resolution": G_ema.img_resolution,
-            "channels": G_ema.img_channels, "framing": dict(FIT_FRAMING)}
-    meta = {"source": "rosinality/stylegan2-pytorch", "source_file": path.name, "source_sha256": sha256_file(path),
-            "w_avg_source": w_src}
-    return bundle_dict(G_ema=G_ema, G=G, D=D, data=data, meta=meta,
-                       progress={"kimg": 0.0, "step": int(obj.get("step", 0) or 0)})
-
-
-def is_pickle(path: str | Path) -> bool:
-    """A plain pickle (NVIDIA's format) rather than torch.save's zip file."""
-    with open(path, "rb") as f:
-        return f.read(1) == b"\x80" and not zipfile.is_zipfile(path)
-
-
-def convert_any(path: str | Path, **kwargs) -> dict:
-    """A resynth bundle dict from a rosinality `.pt` or an NVIDIA stylegan2-ada `.pkl` (told apart by content)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"{path}: no such file")
-    if is_pickle(path):
-        return convert_nvidia(path)
-    return convert_rosinality(path, **kwargs)
-
-
-def convert(path: str | Path, **kwargs) -> Bundle:
-    """Convert any supported third-party checkpoint into a loaded Bundle."""
-    return bundle_from_dict(convert_any(path, **kwargs), path=path)
-
+from ..checkpoints import BundleError, bundle_dict
+from ..data import FIT_FRAMING
+from ..fileio import sha256_file
+from ..networks import Discriminator, Generator, make_filter
+from .common import infer_channel_layout, strict_load
 
 # --------------------------------------------------------------------------- NVIDIA pickles, read as data
 # stylegan2-ada-pytorch network pickles (`network-snapshot-*.pkl`) hold their networks as "persistent"
@@ -200,6 +34,7 @@ def convert(path: str | Path, **kwargs) -> Bundle:
 # executed: an unpickler that knows only tensor rebuilding and plain containers turns every persistent
 # object into a `PersistentRecord` (its class name, constructor arguments and state), and refuses any other
 # global, naming it. Mapping the records onto resynth's networks comes on top of this reader.
+
 
 @dataclass
 class PersistentRecord:
@@ -287,6 +122,7 @@ def read_nvidia_pickle(path: str | Path) -> dict:
 # -> blocks.bR / conv, fc, out. Weight conventions (equalized lr, weight layout, no flip of the upsampling
 # kernels, [1,3,3,1] filters) are the same, so no tensor is changed, only renamed and checked.
 
+
 def _sub(rec: PersistentRecord, dotted: str) -> PersistentRecord | None:
     for part in dotted.split("."):
         rec = (rec.state.get("_modules") or {}).get(part) if isinstance(rec, PersistentRecord) else None
@@ -337,7 +173,7 @@ def _nvidia_G(rec: PersistentRecord, what: str) -> tuple[dict, dict, torch.Tenso
     _check_filters(t, what)
     lr_mul = float(_setting(_sub(rec, "mapping.fc0"), "bias_gain", "lr_multiplier", 0.01))
     channels = {r: t[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res}
-    channel_base, channel_max = _infer_channel_layout(channels, what)
+    channel_base, channel_max = infer_channel_layout(channels, what)
     w_dim = t["mapping.fc0.weight"].shape[0]
     kwargs = dict(z_dim=t["mapping.fc0.weight"].shape[1], w_dim=w_dim, img_resolution=res[-1],
                   img_channels=t[f"synthesis.b{res[-1]}.torgb.weight"].shape[0], mapping_layers=len(fcs),
@@ -369,7 +205,7 @@ def _nvidia_D(rec: PersistentRecord, what: str) -> tuple[dict, dict]:
     _check_filters(t, what)
     channels = {top: t[f"b{top}.fromrgb.weight"].shape[0]}
     channels.update({r // 2: t[f"b{r}.conv1.weight"].shape[0] for r in res})
-    channel_base, channel_max = _infer_channel_layout(channels, what)
+    channel_base, channel_max = infer_channel_layout(channels, what)
     epi, mbstd = _sub(rec, "b4"), _sub(rec, "b4.mbstd")
     group = _setting(mbstd, "group_size", "group_size", _setting(epi, "mbstd_group_size", "mbstd_group_size", 4))
     num_ch = _setting(mbstd, "num_channels", "num_channels",
@@ -395,14 +231,14 @@ def convert_nvidia(path: str | Path) -> dict:
     rec = obj.get("G_ema") if isinstance(obj.get("G_ema"), PersistentRecord) else obj.get("G")
     try:
         G_kwargs, G_sd, w_avg = _nvidia_G(rec, f"{path} G_ema")
-        G_ema = _strict(Generator(**G_kwargs), G_sd, f"{path} G_ema")
+        G_ema = strict_load(Generator(**G_kwargs), G_sd, f"{path} G_ema")
         G = None
         if isinstance(obj.get("G"), PersistentRecord) and obj.get("G") is not rec:
-            G = _strict(Generator(**G_kwargs), _nvidia_G(obj["G"], f"{path} G")[1], f"{path} G")
+            G = strict_load(Generator(**G_kwargs), _nvidia_G(obj["G"], f"{path} G")[1], f"{path} G")
         D = None
         if isinstance(obj.get("D"), PersistentRecord):
             D_kwargs, D_sd = _nvidia_D(obj["D"], f"{path} D")
-            D = _strict(Discriminator(**D_kwargs), D_sd, f"{path} D")
+            D = strict_load(Discriminator(**D_kwargs), D_sd, f"{path} D")
     except KeyError as exc:
         raise BundleError(f"{path}: stylegan2-ada pickle lacks the tensor {exc}") from exc
     if w_avg is None:
