@@ -58,7 +58,7 @@ test-deps:
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 test: setup $(RAY_STAMP) data test-deps lint
 	$(BIN)/python -m pytest -q

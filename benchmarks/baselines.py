@@ -5,7 +5,8 @@
 3. `spectrum`: azimuthally averaged log power spectrum + logistic regression (Durall et al. 2020).
 4. `cnn`: a small supervised CNN on real vs the embedded generator's fakes with blur + JPEG augmentation
    (Wang et al. 2020, CNNDetection-style), trained until its validation AUC stops improving: the network of
-   resynth's artifact evidence (detector/artifacts.py), here alone and trained on the baselines' own images.
+   resynth's artifact evidence (detector/components/artifact_cnn.py), here alone and trained on the baselines'
+   own images.
 5. `linear_probe`: logistic regression on frozen pretrained MobileNetV2 features (universal-detector style).
 Scores: higher = more likely fake. The fitted baselines (3, 4, 5) are trained on the same fitting data as
 resynth's classifier (train-split reals, fitting-seed fakes), never on evaluation images.
@@ -93,9 +94,9 @@ class LinearProbeBaseline:
 
 @dataclass
 class CNNBaseline:
-    """The artifact CNN (detector/artifacts.py) alone, as a detector of its own: trained on its own fitting
-    images until its validation AUC stops improving (at most `max_epochs`, `patience` epochs without a new best),
-    keeping the best epoch's weights; `history` holds (epoch, mean train loss, validation AUC)."""
+    """The artifact CNN (detector/components/artifact_cnn.py) alone, as a detector of its own: trained on its own
+    fitting images until its validation AUC stops improving (at most `max_epochs`, `patience` epochs without a new
+    best), keeping the best epoch's weights; `history` holds (epoch, mean train loss, validation AUC)."""
 
     max_epochs: int = 60
     min_epochs: int = 10

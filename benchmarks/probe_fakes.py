@@ -38,11 +38,9 @@ from .baselines import LinearProbeBaseline
 from .common import RESULTS_DIR, write_section
 from .roc import CONDITIONS, fake_sets
 
-FIT_FAKE_SEED = plan.seed("fit_fakes")
-
 OTHERS = ["dcgan", "vae", "stylegan2-narrow"]
 CONDS = {c: CONDITIONS[c] for c in ("clean", "resize0.5", "blur1")}
-AUX_SEED, OTHER_SEED = 7_000_000_001, FIT_FAKE_SEED + 200  # fitting streams the suite's evaluation never draws
+AUX_SEED, OTHER_SEED = plan.seed("probe_aux_fakes"), plan.seed("probe_other_fakes")  # streams the suite never draws
 
 
 def main(argv=None) -> int:
@@ -56,7 +54,7 @@ def main(argv=None) -> int:
     det = Detector.load(args.detector)
     train = load_fashion_mnist(DEFAULT_DATA, split="train")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    fit = {"own": quantize(generate(det.G, args.n_fit, seed=FIT_FAKE_SEED + 100)),
+    fit = {"own": quantize(generate(det.G, args.n_fit, seed=plan.seed("baseline_fakes"))),
            "auxiliary": quantize(sample_aux(load_aux(args.aux), args.n_fit, seed=AUX_SEED))}
     fit.update({g: quantize(generators.sample(g, args.n_fit, seed=OTHER_SEED)) for g in OTHERS})
     names = ["stylegan2 psi=1.0", *OTHERS]

@@ -12,8 +12,9 @@ clean, JPEG 75, resize and blur. Only the embedded generator's samples are used 
 generator is held out (leave-one-generator-out holds trivially). resynth's rows: the combined evidence (its
 p_fake and threshold), and its parts alone: resynth_generator (the generator-specific classifier),
 photo_model (the real-photo model's negative log-likelihood), probe_evidence (the linear probe's logit;
-detector/evidence.py) and artifact_evidence (the artifact CNN's logit, detector/artifacts.py; zero for a
-detector without it). Metrics (detector/metrics.py) with bootstrap 95% intervals; ROC PNGs;
+detector/components/evidence.py) and artifact_evidence (the artifact CNN's logit,
+detector/components/artifact_cnn.py; zero for a detector without it). Metrics (detector/metrics.py) with
+bootstrap 95% intervals; ROC PNGs;
 the speed/accuracy frontier of the inversion settings and the arithmetic cost floor of the default. Writes
 results/roc.json, results/roc_*.png and the 'roc' sections of RESULTS.md.
 """
@@ -44,7 +45,6 @@ from .baselines import CNNBaseline, LinearProbeBaseline, SpectrumBaseline, featu
 from .common import RESULTS_DIR, run_inversion, write_section
 
 EVAL_FAKE_SEED = plan.seed("eval_fakes")
-FIT_FAKE_SEED = plan.seed("fit_fakes")
 
 CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
               "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02),
@@ -71,7 +71,7 @@ def fake_sets(det: Detector, n: int, names: list[str]) -> dict[str, torch.Tensor
         if name == "stylegan2 psi=1.0":
             out[name] = quantize(generate(det.G, n, seed=EVAL_FAKE_SEED))
         elif name == "stylegan2 psi=0.7":
-            out[name] = quantize(generate(det.G, n, seed=EVAL_FAKE_SEED + 1, psi=0.7))
+            out[name] = quantize(generate(det.G, n, seed=plan.seed("eval_fakes_psi"), psi=0.7))
         else:
             out[name] = quantize(generators.sample(name, n, seed=EVAL_FAKE_SEED))
     return out
@@ -90,7 +90,7 @@ def fit_baselines(det: Detector, n_fit: int, *, quick: bool) -> dict:
     train = load_fashion_mnist(DEFAULT_DATA, split="train")
     g = torch.Generator().manual_seed(0)
     real = to_float(train.get_batch(torch.randperm(len(train), generator=g)[:n_fit]))
-    fake = quantize(generate(det.G, n_fit, seed=FIT_FAKE_SEED + 100))
+    fake = quantize(generate(det.G, n_fit, seed=plan.seed("baseline_fakes")))
     real_l, _ = laundering.random_launder(real, prob=0.5, generator=g)
     fake_l, _ = laundering.random_launder(fake, prob=0.5, generator=g)
     return {"spectrum": SpectrumBaseline().fit(real_l, fake_l),

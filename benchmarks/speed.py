@@ -6,7 +6,7 @@ the FLOP floor; the HTTP service under load; the audit's throughput.
 Settings (all on the embedded detector, CPU unless --device):
 - `full`: every image refined (the detector file loaded with cascade=False);
 - `cascade`: what the service runs: the encoder's guess decides clear cases, the others are refined
-  (detector/cascade.py); its band is the one fitted in the detector file;
+  (detector/runtime/cascade.py); its band is the one fitted in the detector file;
 - `first stage only`: the encoder's guess decides everything (a lower bound on cost, not a served setting).
 Accuracy: the ROC suite's own test images (first n test-split photos, n fresh samples of the embedded generator),
 clean and laundered (JPEG q75, resize x0.5, blur sigma 1); features come through the feature cache, timings are
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     # timings on images no cache has seen: other test photos, other samples
     n_t = args.n_time
     t_reals = to_float(test.images[5000: 5000 + n_t // 2])
-    t_fakes = quantize(generate(det.G, n_t - n_t // 2, seed=EVAL_FAKE_SEED + 17))
+    t_fakes = quantize(generate(det.G, n_t - n_t // 2, seed=plan.seed("speed_fakes")))
     mix = torch.cat([t_reals, t_fakes])[torch.randperm(n_t, generator=torch.Generator().manual_seed(0))].to(device)
     single = mix[: args.n_time_single]
     torch.set_grad_enabled(True)

@@ -85,7 +85,7 @@ def apply_condition(x: torch.Tensor, cond: tuple[str, float] | None) -> torch.Te
 # What a fitting image may go through: (low, high) strength per kind, drawn uniformly.
 FIT_RANGES = {"jpeg": (60, 100), "blur": (0.3, 1.0), "resize": (0.5, 0.9)}
 # Wider, for the reference photos the evidence's tail probabilities and threshold are measured against
-# (detector/evidence.py): a user's photos arrive re-encoded harder, blurred or shrunk more, and noisy.
+# (detector/components/evidence.py): a user's photos arrive re-encoded harder, blurred or shrunk more, and noisy.
 REFERENCE_RANGES = {"jpeg": (40, 100), "blur": (0.3, 1.5), "resize": (0.4, 0.9), "noise": (0.005, 0.03)}
 
 

@@ -27,6 +27,8 @@ STREAMS = {
     "speed_fakes": 1_000_000_024,      # the speed benchmark's mixed batch
     "fit_fakes": 2_000_000_011,        # + the fit's seed: the fit's samples
     "baseline_fakes": 2_000_000_111,   # the baseline detectors' fitting samples (benchmarks)
+    "probe_other_fakes": 2_000_000_211,  # the probe benchmark's samples of the suite's other generators
+    "probe_aux_fakes": 7_000_000_001,  # the probe benchmark's auxiliary samples
     "reference_launder": 3_000_000_019,  # + seed: the laundered copies of the reference photos
     "probe_noise": 3_000_000_037,      # + seed: the noisy copies of the probe's fitting images
     "reference_chain": 77,             # + seed: the chained (edit, then JPEG) copies of the reference photos
@@ -34,7 +36,7 @@ STREAMS = {
     "artifact_fakes": 5_000_000_003,   # + seed: the artifact CNN's samples
     "aux_fakes": 6_000_000_011,        # + k: the k-th auxiliary generator's samples
     "aux_launder": 6_000_000_029,      # + seed: the launderings of the auxiliary fakes and their photos
-    "cascade_fakes": 7_000_000_001,    # + seed: the cascade's held-out samples
+    "cascade_fakes": 7_100_000_001,    # + seed: the cascade's held-out samples
     "cascade_launder": 7_000_000_101,  # + seed: their launderings and their photos'
     "cascade_split": 7_000_000_201,    # + seed: which of the cascade's photos are its reference
     "attribution_fakes": 8_000_000_009,  # + 7919 k + seed: the k-th registered generator's samples
@@ -44,7 +46,8 @@ STREAM_STEPS = {"aux_fakes": 1, "attribution_fakes": 7919}
 MAX_GENERATORS = 16  # streams with a step are distinct for this many generators
 MAX_SEED = 16        # and every stream for fit seeds below this
 # Streams that do not add the fit's seed (evaluation and benchmark samples, which every fit shares).
-UNSEEDED = {"eval_fakes", "eval_fakes_psi", "speed_fakes", "baseline_fakes", "latent_map_fakes", "aux_fakes"}
+UNSEEDED = {"eval_fakes", "eval_fakes_psi", "speed_fakes", "baseline_fakes", "probe_other_fakes", "probe_aux_fakes",
+            "latent_map_fakes", "aux_fakes"}
 
 # Fixed slots past the fit's photos: (offset, capacity).
 SLOTS = {"cascade": (0, 1000), "attribution": (1000, 2000), "latent_map": (3000, 2000)}

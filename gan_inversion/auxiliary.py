@@ -1,7 +1,6 @@
 """Auxiliary generators: small GANs of a family other than StyleGAN2 (and other than every benchmark generator),
 trained here on the same photos. Their samples can join the fakes of the detector's linear probe, so that it
-learns what generated images share beyond one generator's traces (issue 13: fitting with more than one kind of
-fake; the benchmark generators stay unseen).
+learns what generated images share beyond one generator's traces (the benchmark generators stay unseen).
 
 The family here, `upsample-conv`: a linear layer to 4x4, then nearest-neighbour upsampling ×2 followed by a 3x3
 convolution up to the resolution (no transposed convolutions, no style modulation), against a plain strided-conv

@@ -267,7 +267,7 @@ class InvertConfig:
     and the tests all use them): short, so no latent noise and no learning-rate ramp-up."""
 
     refine_steps: int = 25       # K projector steps after the encoder's guess (0: encoder only)
-    space: str = "W"             # refinement space (W separates reals from fakes better: benchmarks/RESULTS.md)
+    space: str = "W"             # refinement space: W or W+ (W+ fits photos well too, which hides the difference)
     initial_lr: float = 0.05
     pixel_weight: float = 1.0    # loss = perceptual + pixel_weight * MSE
     seed: int = 0

@@ -1,4 +1,5 @@
-"""The artifact CNN (detector/artifacts.py): training, its file, and its place among the detector's evidence."""
+"""The artifact CNN (detector/components/artifact_cnn.py): training, its file, and its place among the detector's
+evidence."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Attribution over several registered generators (detector/attribution.py): a tiny primary detector and a
+"""Attribution over several registered generators (detector/components/attribution.py): a tiny primary detector and a
 second tiny generator, fitted, loaded, scored through the library and the CLI."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The two-stage cascade (detector/cascade.py): band choice, fitting, and serving through both stages."""
+"""The two-stage cascade (detector/runtime/cascade.py): band choice, fitting, and serving through both stages."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,3 +312,30 @@ def test_the_cache_key_covers_every_network_the_features_read(tiny_detector):
         next(G2.parameters()).add_(1e-3)
     assert feature_context(FeatureNets(G=G2, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
                                        feature_cfg=det.feature_cfg))["G"] != base["G"]
+
+
+def test_cli_detect_in_batches_answers_as_one_at_a_time(tiny_detector, tmp_path, capsys):
+    path, _ = tiny_detector
+    rng = np.random.default_rng(21)
+    files = []
+    for i in range(5):
+        f = tmp_path / f"img{i}.png"
+        f.write_bytes(_png(rng.integers(0, 255, (16, 16), dtype=np.uint8)))
+        files.append(str(f))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    order = files[:2] + [str(bad)] + files[2:]
+    out = {}
+    for batch in ("1", "2", "16"):
+        rc = main(["detect", *order, "--detector", str(path / "det.json"), "--json", "--batch", batch,
+                   "--device", "cpu"])
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert rc == 1 and [d["source"].rsplit("/", 1)[-1] for d in lines] == [Path(p).name for p in order]
+        out[batch] = lines
+    for one, two, many in zip(out["1"], out["2"], out["16"], strict=True):
+        if "error" in one:
+            assert one == two == many
+            continue
+        assert one["verdict"] == two["verdict"] == many["verdict"]
+        for other in (two, many):  # float rounding through the refinement differs with the batch, nothing more
+            assert other["p_fake"] == pytest.approx(one["p_fake"], rel=1e-4, abs=1e-6)

@@ -1,5 +1,5 @@
-"""The 2D latent map (detector/latent_map.py): fitted on codes of photos and samples, stored in the detector file,
-drawn in the evidence."""
+"""The 2D latent map (detector/components/latent_map.py): fitted on codes of photos and samples, stored in the
+detector file, drawn in the evidence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reconstruction autoencoders (detector/reconstructions.py) whose outputs join the artifact CNN's fakes."""
+"""The reconstruction autoencoders (detector/fitting/reconstructions.py) whose outputs join the artifact CNN's fakes."""
 
 import json
 

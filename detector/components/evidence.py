@@ -167,7 +167,7 @@ class EvidenceModel:
 
     @property
     def artifacts(self) -> dict | None:
-        """The artifact CNN's entry (its file and fingerprint, detector/artifacts.py), when it is an evidence."""
+        """The artifact CNN's entry (its file and fingerprint), when it is an evidence."""
         return self.spec.get("artifacts") if "artifacts" in self.names else None
 
     def scores(self, decision: np.ndarray, appearance: np.ndarray, artifacts: np.ndarray | None = None

@@ -34,8 +34,7 @@ class ArtifactConfig:
     weight_decay: float = 1e-4
     augment_prob: float = 0.75   # each training image is laundered (blur, JPEG, resize, noise) with this probability
     augment_noise: tuple[float, float] | None = (0.005, 0.03)  # additive noise (std range) among the launderings
-                                                                # too (None: not; measured: without it, noisy
-                                                                # photos are flagged)
+                                                                # too, so noisy photos are not flagged (None: not)
     seed: int = 0
 
     @property

@@ -1,23 +1,17 @@
 """Aligned fakes for the artifact CNN: photos passed through small autoencoders whose decoders upsample the way
 generators do.
 
-A CNN trained only on the registered generator's samples learns that generator's traces and little else: on the
-benchmark's DCGAN, which it never saw, it scored 0.61. Every convolutional generator ends in upsampling layers
-(transposed convolution, nearest or bilinear interpolation followed by a convolution, pixel shuffle), and each
-leaves its own periodic pattern in the pixels. A photo passed through an autoencoder with such a decoder keeps
-its content and gains the decoder's pattern, so a CNN trained on photos against their reconstructions can only
-learn the pattern (Rajan et al. 2025, "Aligned datasets improve detection of latent diffusion-generated images",
-did this with the autoencoder of a latent diffusion model). Here a small bank of autoencoders, one per kind of
-upsampler, is trained on train-split photos; their reconstructions of the artifact CNN's own training photos join
-the registered generator's samples as its fakes. The autoencoders serve the fit only; nothing of them is needed
-to score.
-
-Opt-in (`resynth fit --reconstruction-fakes`, FitConfig.reconstruction_fakes). Measured on the embedded fit
-(2026-11-29, the ROC suite's test images): the CNN alone rose from 0.61 to 0.72 on DCGAN, 0.64 to 0.97 on the
-VAE and 0.72 to 0.84 on the narrow StyleGAN2, but fell from 0.94 to 0.71 on resized samples of the registered
-generator. These small autoencoders reconstruct with a mean error of 5-8 grey levels, so the CNN also learns
-their loss of detail, which a down-up resize imitates. Combined, DCGAN went from 0.827 to 0.841 and the VAE from
-0.959 to 0.984, while resize fell from 0.960 to 0.909 and 1.7% of noisy photos were flagged (1.0% without).
+A CNN trained only on the registered generator's samples learns that generator's traces and little else. Every
+convolutional generator ends in upsampling layers (transposed convolution, nearest or bilinear interpolation
+followed by a convolution, pixel shuffle), and each leaves its own periodic pattern in the pixels. A photo passed
+through an autoencoder with such a decoder keeps its content and gains the decoder's pattern, so a CNN trained on
+photos against their reconstructions can only learn the pattern (Rajan et al. 2025, "Aligned datasets improve
+detection of latent diffusion-generated images", did this with the autoencoder of a latent diffusion model). Here
+a small bank of autoencoders, one per kind of upsampler, is trained on train-split photos; their reconstructions
+of the artifact CNN's own training photos join the registered generator's samples as its fakes. The autoencoders
+serve the fit only; nothing of them is needed to score. Small autoencoders also lose detail, which a down-up
+resize imitates, so the option trades the registered generator's resized samples for unseen generators
+(`benchmarks/RESULTS.md`); it is off by default (`resynth fit --reconstruction-fakes`).
 """
 
 from __future__ import annotations

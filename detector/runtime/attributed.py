@@ -10,15 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..components.attribution import (
-    NONE,
-    AttributionError,
-    AttributionModel,
-    Member,
-    attribution_rows,
-    member_features,
-    member_invert_config,
-)
+from ..components import attribution as registry
 from ..components.evidence import Evidence
 from ..spec import DetectorError
 from .loader import load_members
@@ -31,11 +23,11 @@ REASON_ATTRIBUTED = "reproduced best by the registered generator"
 class AttributionDetector(Detector):
     """The primary detector's networks and evidence, the members, and the attribution model over them."""
 
-    def __init__(self, primary_spec: dict, spec: dict, members: list[Member], **kwargs):
+    def __init__(self, primary_spec: dict, spec: dict, members: list[registry.Member], **kwargs):
         super().__init__(primary_spec, **kwargs)
-        model = AttributionModel(spec["attribution"])
-        if model.classes != [NONE, spec["attribution_of"]["name"]] + [m.name for m in members]:
-            raise AttributionError(f"classes {model.classes} do not match the registered generators")
+        model = registry.AttributionModel(spec["attribution"])
+        if model.classes != [registry.NONE, spec["attribution_of"]["name"]] + [m.name for m in members]:
+            raise registry.AttributionError(f"classes {model.classes} do not match the registered generators")
         self.attribution, self.members = model, members
         self.primary_name = spec["attribution_of"]["name"]
         self.primary_threshold = self.threshold
@@ -54,7 +46,7 @@ class AttributionDetector(Detector):
                        encoder=primary.encoder, perceptual=primary.perceptual, device=device,
                        artifact_net=primary.artifact_net, max_pixels=primary.max_pixels, policy=primary.policy,
                        refine_steps=kwargs.get("refine_steps"))
-        except AttributionError as exc:
+        except registry.AttributionError as exc:
             raise DetectorError(f"{path}: {exc}") from exc
 
     @property
@@ -72,9 +64,9 @@ class AttributionDetector(Detector):
                   ) -> tuple[np.ndarray, float]:
         """Class probabilities [N, K] of images whose primary features are X, and the ms per image the members'
         inversions took."""
-        cfg = member_invert_config(self.feature_cfg)
-        inv = [member_features(m, images, perceptual=self.perceptual, cfg=cfg) for m in self.members]
-        R = attribution_rows(X, names, self.classifier.decision(X), ev.photo_score, [m.features for m in inv])
+        cfg = registry.member_invert_config(self.feature_cfg)
+        inv = [registry.member_features(m, images, perceptual=self.perceptual, cfg=cfg) for m in self.members]
+        R = registry.attribution_rows(X, names, self.classifier.decision(X), ev.photo_score, [m.features for m in inv])
         return self.attribution.probabilities(R), sum(m.ms_per_image for m in inv)
 
     def _score(self, images: torch.Tensor, *, explain: bool = False) -> Scored:
@@ -90,7 +82,7 @@ class AttributionDetector(Detector):
         r = super()._result(sc, i, **kwargs)
         r.attribution = self.attribution.as_dicts(sc.attribution[i: i + 1])[0]
         r.attributed_to = self.attribution.classes[int(sc.attribution[i].argmax())]
-        if r.verdict == "fake" and r.attributed_to != NONE:
+        if r.verdict == "fake" and r.attributed_to != registry.NONE:
             r.reasons.insert(0, f"{REASON_ATTRIBUTED} '{r.attributed_to}'")
         return r
 
