@@ -16,6 +16,7 @@ from .auxiliary import FAMILIES, AuxTrainConfig
 from .convert import FORMATS
 from .defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, DEFAULT_FID_NET, EMBEDDED_AUXILIARY, pick_device
 from .encoder import EncoderTrainConfig
+from .faces import FACE_MARGIN
 from .presets import PRESETS
 from .training import TrainConfig
 
@@ -228,7 +229,7 @@ def add_train(sub) -> None:
     s.add_argument("--channels", type=int, default=3, choices=(1, 3), help="with --images: gray (1) or colour (3)")
     s.add_argument("--faces", action="store_true", help="with --images: train a face model on the largest face of "
                    "each image, eyes levelled and cropped (detect and the API then frame inputs the same way)")
-    s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
+    s.add_argument("--face-margin", type=float, default=FACE_MARGIN, help="crop margin around the face box, per side")
     s.add_argument("--kimg", type=float, default=t.total_kimg, help="total training length in thousands of images")
     s.add_argument("--batch", type=int, default=t.batch_size, help="images per step")
     s.add_argument("--gamma", type=float, default=t.r1_gamma, help="R1 weight")
@@ -301,7 +302,7 @@ def add_bundles(sub) -> None:
     s.add_argument("dst", help="the resynth bundle to write (.pt)")
     s.add_argument("--face", action="store_true", help="a face model (e.g. FFHQ): detect and the API find, level "
                    "and crop the largest face of each input before scoring")
-    s.add_argument("--face-margin", type=float, default=0.25, help="crop margin around the face box, per side")
+    s.add_argument("--face-margin", type=float, default=FACE_MARGIN, help="crop margin around the face box, per side")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("export", help="strip a training checkpoint down to a bundle (optionally fp16)")

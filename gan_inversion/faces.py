@@ -20,10 +20,11 @@ from PIL import Image
 
 FACE_DETECTOR = "opencv-haar-frontalface-default"
 EYE_DETECTOR = "opencv-haar-eye"
+FACE_MARGIN = 0.25  # crop margin around the face box, per side, as a share of its size
 _local = threading.local()  # cascade objects are not safe to share between threads
 
 
-def face_framing(margin: float = 0.25) -> dict:
+def face_framing(margin: float = FACE_MARGIN) -> dict:
     """The framing record of a face model (stored in its bundle's data['framing'])."""
     return {"kind": "face", "detector": FACE_DETECTOR, "align": f"eyes level ({EYE_DETECTOR})",
             "margin": float(margin), "policy": "largest face; crop of (1 + 2 margin) x the face box, eyes level"}
@@ -70,7 +71,7 @@ def find_faces(rgb: np.ndarray, *, min_size: int = 24) -> list[Face]:
     return out
 
 
-def crop_face(rgb: np.ndarray, face: Face, *, size: int, margin: float = 0.25, channels: int = 3) -> np.ndarray:
+def crop_face(rgb: np.ndarray, face: Face, *, size: int, margin: float = FACE_MARGIN, channels: int = 3) -> np.ndarray:
     """The square crop of `face`, eyes level, resized to size x size (area when shrinking, cubic when enlarging):
     uint8 [size, size, channels] (channels 1: Pillow's 'L' conversion, as every other input gets)."""
     x, y, w, h = face.box

@@ -11,10 +11,11 @@ from pathlib import Path
 from gan_inversion.defaults import DEFAULT_BUNDLE, DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR, DEFAULT_ENCODER
 
 from ..fitting.attribution import AttributionConfig
+from ..fitting.calibrate import score_folder
 from ..fitting.cascade import CascadeConfig
 from ..fitting.config import DetectorConfig
-from ..fitting.evaluate import EVAL_CONDITIONS
-from .common import add_device, device_of
+from ..fitting.evaluate import EVAL_CONDITIONS, evaluate_detector
+from .common import add_device, default_of, device_of
 
 EMBEDDED = DetectorConfig()
 
@@ -108,6 +109,7 @@ def cmd_fit_attribution(args) -> int:
 def cmd_latent_map(args) -> int:
     from gan_inversion.data import load_fashion_mnist
 
+    from .. import plan
     from .. import spec as spec_file
     from ..fitting.images import data_plan, unused_reals
     from ..fitting.latent_map import compute_latent_map
@@ -125,6 +127,7 @@ def cmd_latent_map(args) -> int:
     spec["latent_map"] = m  # a picture for people: the scores, the model id and the metrics do not change
     held = data_plan(fit_cfg).slice("latent_map", args.n)
     spec["data_plan"]["slices"]["latent_map"] = [held.start, held.stop]
+    spec["data_plan"]["streams"]["latent_map_fakes"] = plan.seed("latent_map_fakes")
     spec_file.write_spec(args.detector, spec)
     print(json.dumps({"detector": args.detector, "held_out_auc": m["held_out_auc"], "n": m["n"]}))
     return 0
@@ -270,7 +273,7 @@ def add_others(sub) -> None:
                                              f"laundered too ({', '.join(EVAL_CONDITIONS)})")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
-    s.add_argument("--n", type=int, default=1000, help="photos and samples per condition")
+    s.add_argument("--n", type=int, default=default_of(evaluate_detector, "n"), help="photos and samples per condition")
     s.add_argument("--batch", type=int, default=EMBEDDED.fit.batch, help="images per inversion batch")
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder")
     s.add_argument("--json", help="also write the result here")
@@ -280,10 +283,11 @@ def add_others(sub) -> None:
 
     s = sub.add_parser("calibrate", help="set the threshold from your own real photos: a new detector file")
     s.add_argument("--real", required=True, help="folder of real reference photos (searched recursively)")
-    s.add_argument("--fpr", type=float, default=0.01, help="false-positive rate allowed on them (default 1%%)")
+    s.add_argument("--fpr", type=float, default=EMBEDDED.classifier.target_fpr,
+                   help="false-positive rate allowed on them (default %(default)s, the fit's target)")
     s.add_argument("--out", required=True, help="the new detector file (.json)")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector to calibrate")
-    s.add_argument("--batch", type=int, default=32, help="images scored together")
+    s.add_argument("--batch", type=int, default=default_of(score_folder, "batch"), help="images scored together")
     add_device(s)
     s.set_defaults(func=cmd_calibrate)
 

@@ -12,7 +12,9 @@ from tqdm import tqdm
 from gan_inversion.defaults import DEFAULT_DETECTOR
 
 from ..audit.config import AuditConfig
-from .common import add_device, device_of
+from ..audit.ray_engine import RayConfig
+from ..roc import roc_on_folders
+from .common import add_device, default_of, device_of
 
 CASCADE_HELP = ("use the detector's cascade: clear cases decided on the encoder's guess (faster, ranks worse: "
                 "benchmarks/RESULTS.md)")
@@ -126,7 +128,7 @@ def add_detect(sub) -> None:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     s.add_argument("--json", action="store_true", help="one JSON object per file")
     s.add_argument("--explain", metavar="DIR", help="write input, reconstruction and heatmap PNGs here")
-    s.add_argument("--batch", type=int, default=16,
+    s.add_argument("--batch", type=int, default=AuditConfig().batch,
                    help="files scored together (default %(default)s; a progress bar on stderr past one batch)")
     s.add_argument("--cascade", action="store_true", help=CASCADE_HELP)
     add_device(s)
@@ -145,8 +147,9 @@ def add_audit(sub) -> None:
     s.add_argument("--ray-address", default=None,
                    help="with --engine ray: 'auto' (the cluster this machine belongs to) or ray://HOST:PORT "
                         "(default: start a local Ray instance)")
-    s.add_argument("--actors", type=int, default=1, help="with --engine ray: scoring actors (one detector each)")
-    s.add_argument("--batch-size", type=int, default=1,
+    s.add_argument("--actors", type=int, default=RayConfig().actors,
+                   help="with --engine ray: scoring actors (one detector each)")
+    s.add_argument("--batch-size", type=int, default=RayConfig().batch_size,
                    help="with --engine ray: scoring tasks per actor call (a task is --batch images or video frames)")
     s.add_argument("--batch", type=int, default=a.batch, help="images or video frames scored together")
     s.add_argument("--frames-per-second", type=float, default=a.frames_per_second, help="video sampling rate")
@@ -167,7 +170,7 @@ def add_roc(sub) -> None:
     s.add_argument("--real", help="folder of real images")
     s.add_argument("--fake", help="folder of fake images")
     s.add_argument("--out", default="roc-out", help="where metrics.json, table.md and roc.png go")
-    s.add_argument("--batch", type=int, default=32, help="images scored together")
+    s.add_argument("--batch", type=int, default=default_of(roc_on_folders, "batch"), help="images scored together")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     add_device(s)
     s.set_defaults(func=cmd_roc)
