@@ -59,5 +59,13 @@ def test_cli_roc_on_folders(tiny_detector, tmp_path, capsys):
     assert result["metrics"]["n_real"] == 6 and result["metrics"]["n_fake"] == 5
     assert len(result["skipped"]) == 1 and "auc_ci" in result["metrics"]
     assert Image.open(out / "roc.png").format == "PNG" and "| auc |" in (out / "table.md").read_text()
+    op = result["operating_point"]
+    for folder in ("real", "fake"):  # every decodable image gets one of the three verdicts
+        assert sum(op[folder].values()) == pytest.approx(1.0)
+        assert all(0 <= v <= 1 for v in op[folder].values())
+    assert op["delivered_fpr"] == op["real"]["fake"] and op["target_fpr"] == det.info["target_fpr"]
+    table = (out / "table.md").read_text()
+    assert table.index("answered fake") < table.index("| auc |")  # the verdicts lead
+    assert f"{op['real']['fake']:.1%}" in table and "TPR at 1% FPR" in table
     assert main(["roc", "--real", str(root / "0_real"), "--out", str(out)]) == 2
     assert "give --real DIR and --fake DIR" in capsys.readouterr().err
