@@ -244,3 +244,7 @@ def test_uncertain_items_counted_in_reports(tiny_detector, tmp_path):
     assert "<th>uncertain</th>" in html
     assert f"<tr><td>2</td><td>2</td><td>{flagged}</td><td>1</td><td>0</td>" in html.replace("\n", "")
     assert "uncertain" in write_report(engine, aid, tmp_path / "r.csv").read_text()
+    # uncertain items are listed for review after the flagged ones, with what was inconclusive
+    assert html.index("Flagged items") < html.index("Uncertain items (1), for review") < html.index("Skipped files")
+    section = html[html.index("Uncertain items"):html.index("Skipped files")]
+    assert "colour.png" in section and "gray.png" not in section and "out of domain: a colour image" in section

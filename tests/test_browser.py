@@ -77,6 +77,18 @@ def test_upload_and_read_result(live_server, browser, tmp_path):
     assert browser.find_element(By.ID, "error").text == ""
 
 
+def test_uncertain_verdict_says_what_was_inconclusive(live_server, browser, tmp_path):
+    img = tmp_path / "colour.png"  # a colour image given to the grayscale model: out of domain, 'uncertain'
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(img)
+    browser.get(live_server + "/")
+    browser.find_element(By.ID, "file").send_keys(str(img))
+    WebDriverWait(browser, 60).until(EC.text_to_be_present_in_element((By.ID, "verdict"), "uncertain"))
+    sentence = browser.find_element(By.ID, "inconclusive")
+    assert sentence.text.startswith("Uncertain: the evidence is not enough") and "colour image" in sentence.text
+    assert sentence.value_of_css_property("color") == browser.find_element(By.ID, "verdict").value_of_css_property(
+        "color")
+
+
 def test_bad_file_shows_error(live_server, browser, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"this is not an image")

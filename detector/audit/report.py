@@ -97,7 +97,7 @@ def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
     scored = [r for r in rows if r["state"] == "scored"]
     skipped = [r for r in rows if r["state"] == "skipped"]
     flagged = sorted((r for r in scored if r["verdict"] == "fake"), key=lambda r: -r["p_fake"])
-    uncertain = sum(r["verdict"] == "uncertain" for r in scored)
+    uncertain = sorted((r for r in scored if r["verdict"] == "uncertain"), key=lambda r: -r["p_fake"])
 
     def img(b: bytes | None, side: int = 96) -> str:
         return (f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="{side}" height="{side}">'
@@ -109,6 +109,10 @@ def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
         f"<td>{img(r.get('_latent'), 128)}</td><td>{esc(r.get('attributed_to') or '')}</td>"
         f"<td>{esc(json.dumps({k: v for k, v in r.get('summary', {}).items() if k != 'warnings'}))}</td></tr>"
         for r in flagged)
+    uncertain_rows = "".join(
+        f"<tr><td>{esc(r['path'])}</td><td>{r['kind']}</td><td>{r['p_fake']:.4f}</td><td>{img(r.get('_thumb'))}</td>"
+        f"<td>{esc('; '.join((r.get('summary') or {}).get('warnings') or []) or 'inconclusive')}</td></tr>"
+        for r in uncertain)
     skipped_rows = "".join(f"<tr><td>{esc(r['path'])}</td><td>{esc(r['reason'] or '')}</td></tr>" for r in skipped)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>resynth audit {esc(audit.id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
@@ -119,12 +123,16 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{image-renderi
 <h2>Totals</h2>
 <table><tr><th>files</th><th>scored</th><th>flagged fake</th><th>uncertain</th><th>skipped</th>
 <th>deduplicated</th></tr>
-<tr><td>{len(rows)}</td><td>{len(scored)}</td><td>{len(flagged)}</td><td>{uncertain}</td><td>{len(skipped)}</td>
+<tr><td>{len(rows)}</td><td>{len(scored)}</td><td>{len(flagged)}</td><td>{len(uncertain)}</td><td>{len(skipped)}</td>
 <td>{sum(r['deduplicated'] for r in rows)}</td></tr></table>
 <h2>Scores</h2>{_histogram_svg([r['p_fake'] for r in scored])}
 <h2>Flagged items ({len(flagged)}), most suspicious first</h2>
 <table><tr><th>file</th><th>kind</th><th>p_fake</th><th>input</th><th>perceptual residual</th>
 <th>latent code (2D)</th><th>attributed to</th><th>details</th></tr>
 {flagged_rows}</table>
+<h2>Uncertain items ({len(uncertain)}), for review</h2>
+<p>The evidence was not enough for either answer; each row says what was inconclusive.</p>
+<table><tr><th>file</th><th>kind</th><th>p_fake</th><th>input</th><th>what was inconclusive</th></tr>
+{uncertain_rows}</table>
 <h2>Skipped files ({len(skipped)})</h2><table><tr><th>file</th><th>reason</th></tr>{skipped_rows}</table>
 </body></html>"""
