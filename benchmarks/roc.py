@@ -34,6 +34,7 @@ from detector import laundering, plan
 from detector.features import FeatureCache, appearance_features, extract_features, feature_context, features_for
 from detector.fitting.evaluate import first_stage_features
 from detector.fitting.images import quantize
+from detector.imageio import as_files
 from detector.metrics import metrics_with_ci, plot_frontier, plot_roc
 from detector.runtime import Detector
 from gan_inversion.data import load_fashion_mnist, to_float
@@ -175,6 +176,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few images, two conditions (smoke run; no RESULTS.md)")
     ap.add_argument("--cascade", action="store_true",
                     help="score through the detector's opt-in cascade (resynth_full: every image refined)")
+    ap.add_argument("--as-tensors", action="store_true",
+                    help="score every set as the model's canvas-size tensors, a generated border kept and launderings "
+                         "applied on the canvas (the suite's presentation before 2026-12-03); by default every set "
+                         "reaches the model as a user's files of the native size would (detector.imageio.as_files)")
     ap.add_argument("--attribution", action="store_true",
                     help="then the attribution benchmark: confusion matrix and cost for 1, 2, 3 registered "
                          "generators (python -m benchmarks.attribution, about 45 min more)")
@@ -191,6 +196,13 @@ def main(argv=None) -> int:
     fakes = fake_sets(det, args.n, names)
     baselines = fit_baselines(det, args.n_fit, quick=args.quick)
     cache = FeatureCache(DEFAULT_CACHE, feature_context(det))
+
+    def present(x: torch.Tensor, cond) -> torch.Tensor:
+        """A set under a laundering condition, as the model receives it."""
+        if args.as_tensors:
+            return laundering.apply_condition(x, cond)
+        return as_files(x, det.bundle.framing, launder=partial(laundering.apply_condition, cond=cond))
+
     kw = dict(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual, feature_cfg=det.feature_cfg,
               batch=50, cache=cache)
 
@@ -212,14 +224,13 @@ def main(argv=None) -> int:
 
     results, curves = {}, {}
     for cname, cond in conditions.items():
-        launder = partial(laundering.apply_condition, cond=cond)
-        s_real = scores(launder(reals), f"{cname} real")
-        ms = timed_ms(det, launder(reals))
+        s_real = scores(present(reals, cond), f"{cname} real")
+        ms = timed_ms(det, present(reals, cond))
         results[cname] = {}
         for gname, f in fakes.items():
             if gname not in OWN and cname not in HELD_OUT_CONDITIONS:
                 continue
-            s_fake = scores(launder(f), f"{cname} {gname}")
+            s_fake = scores(present(f, cond), f"{cname} {gname}")
             y = np.r_[np.zeros(len(reals)), np.ones(len(f))].astype(int)
             results[cname][gname] = {}
             for m in METHODS:
@@ -237,6 +248,9 @@ def main(argv=None) -> int:
             if s_real["resynth_decided_first"] is not None:
                 results[cname][gname]["decided_first"] = float(np.r_[s_real["resynth_decided_first"],
                                                                      s_fake["resynth_decided_first"]].mean())
+            results[cname][gname]["answered"] = {
+                "photos": {k: float((v_real == k).mean()) for k in ("fake", "uncertain", "real")},
+                "fakes": {k: float((v_fake == k).mean()) for k in ("fake", "uncertain", "real")}}
             results[cname][gname]["resynth_verdicts"] = {
                 "uncertain_real": float((v_real == "uncertain").mean()),
                 "uncertain_fake": float((v_fake == "uncertain").mean()),
@@ -253,13 +267,15 @@ def main(argv=None) -> int:
     for cname in conditions:  # per laundering, embedded generator
         plot_roc({m: curves[(cname, names[0], m)] for m in METHODS}, RESULTS_DIR / f"roc{tag}_cond_{cname}.png",
                  title=f"{cname}, {names[0]}")
-    front = frontier(det, reals[: args.n_frontier], fakes[names[0]][: args.n_frontier], quick=args.quick)
+    front = frontier(det, present(reals[: args.n_frontier], None), present(fakes[names[0]][: args.n_frontier], None),
+                     quick=args.quick)
     plot_frontier(front, RESULTS_DIR / f"roc{tag}_frontier.png",
                   title="clean, embedded generator: raw perceptual distance AUC")
     floor = cost_floor(det)
     meta = {"model_id": det.model_id, "n_per_set": args.n, "n_fit_baselines": args.n_fit, "boot": args.boot,
             "threshold": det.threshold, "machine": platform.machine(), "cpus": torch.get_num_threads(),
             "wall_s": time.time() - t_start, "quick": args.quick,
+            "presentation": "tensors" if args.as_tensors else "files",
             "cnn_training": {"history": baselines["cnn"].history, "best_epoch": baselines["cnn"].best_epoch,
                              "val_auc": baselines["cnn"].val_auc}}
     (RESULTS_DIR / f"roc{tag}.json").write_text(json.dumps({"meta": meta, "results": results, "frontier": front,
@@ -281,6 +297,34 @@ TARGETS = [("own generator, clean, psi 1.0", "clean", "stylegan2 psi=1.0", 0.995
            ("blur sigma 1", "blur1", "stylegan2 psi=1.0", 0.95),
            ("DCGAN (never in fitting)", "clean", "dcgan", 0.90), ("VAE (never in fitting)", "clean", "vae", 0.90),
            ("narrow StyleGAN2 (never in fitting)", "clean", "stylegan2-narrow", 0.90)]
+
+
+PRESENTATION = {
+    "files": "Every set reaches the model as a user's files would: the 28×28 native-size image (a generator's "
+             "32×32 output without its border), laundered at that size, saved as 8-bit and framed on the black "
+             "canvas as the service frames an upload (`detector.imageio.as_files`).",
+    "tensors": "Every set is scored as 32×32 tensors: a generator's output with its own border, launderings applied "
+               "on the canvas (`--as-tensors`)."}
+
+
+def operating_table(results: dict, names: list[str]) -> list[str]:
+    """What a user is told at the threshold, per laundering and set: the shares answered fake / uncertain / real
+    (for photos the first is the delivered false-positive rate), beside TPR at 1% FPR and AUC."""
+    lines = ["What a user is told at the threshold (shares of each set answered `fake` / `uncertain` / `real`; for "
+             "photos the first is the delivered false-positive rate, target 1%), beside the ranking's TPR at 1% FPR "
+             "and AUC:", "",
+             "| condition | set | fake | uncertain | real | TPR@1%FPR | AUC |", "|---|---|---|---|---|---|---|"]
+    for cname, by_gen in results.items():
+        gens = [g for g in names if g in by_gen and "answered" in by_gen[g]]
+        if not gens:
+            continue
+        ph = by_gen[gens[0]]["answered"]["photos"]
+        lines.append(f"| {cname} | photos | {ph['fake']:.1%} | {ph['uncertain']:.1%} | {ph['real']:.1%} | — | — |")
+        for g in gens:
+            a, r = by_gen[g]["answered"]["fakes"], by_gen[g]["resynth"]
+            lines.append(f"| {cname} | {g} | {a['fake']:.1%} | {a['uncertain']:.1%} | {a['real']:.1%} | "
+                         f"{r['tpr_at_1pct_fpr']:.1%} | {r['auc']:.3f} |")
+    return lines
 
 
 def targets_table(results: dict, names: list[str]) -> list[str]:
@@ -315,7 +359,8 @@ def render(meta, results, front, floor, conditions, names) -> str:
              f"({meta['threshold']:.4f}) for resynth, at 0.5 for the probabilistic baselines, none for raw distances. "
              f"Run time {meta['wall_s'] / 60:.0f} min on {meta['cpus']} threads ({meta['machine']}). ROC curves: "
              "`benchmarks/results/roc_gen_*.png` (per generator, clean) and `roc_cond_*.png` (per laundering).", "",
-             *targets_table(results, names), ""]
+             PRESENTATION[meta.get("presentation", "tensors")], "",
+             *operating_table(results, names), "", *targets_table(results, names), ""]
     for cname in conditions:
         verdicts = [(g, results[cname][g].get("resynth_verdicts")) for g in names if g in results[cname]]
         verdict_rows = [f"| {g} | {v['uncertain_real']:.1%} | {v['uncertain_fake']:.1%} | "

@@ -167,3 +167,23 @@ def prepare_faces(data: bytes, *, channels: int, resolution: int, framing: dict 
             p.notes, p.framing = [], "fit"
         out.append(p)
     return out
+
+
+def as_files(images: torch.Tensor, framing: dict | None, *, launder=None) -> torch.Tensor:
+    """Model inputs [N, C, R, R] in [-1, 1] as they would reach the model saved as a user's files of the data's
+    native size: for a bundle that pads native-size images (Fashion-MNIST: 28×28 on a black 32×32 canvas), the
+    native-size centre, laundered at that size (`launder`: float images -> float images, or None), saved as 8-bit
+    and framed on the canvas exactly as `prepare_image` frames such a file; for any other bundle, laundered at
+    the model's size and 8-bit quantised. A generated border that no file of the native size can carry is
+    dropped, as it is for every upload."""
+    framing = framing or {}
+    x = images.detach().cpu()
+    if framing.get("kind") == "pad":
+        n, off = framing["native_resolution"], framing["offset"]
+        x = x[..., off:off + n, off:off + n]
+    if launder is not None:
+        x = launder(x)
+    u8 = x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    if framing.get("kind") == "pad":
+        u8 = frame_native(u8, framing)
+    return u8.float().div(127.5).sub(1.0)

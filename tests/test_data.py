@@ -100,3 +100,32 @@ def test_fit_square_crops_centre():
     big[:, 16:80] = 200
     out = fit_square(big, 16)  # 64x96 -> 16x24 by area averaging -> centre 16x16
     assert out.shape == (16, 16, 3) and out.min() == 200
+
+
+def test_as_files_scores_a_set_as_its_files_would_arrive(tmp_path):
+    """A benchmark set presented by `as_files` is what the service's input path makes of the same images saved as
+    files of the native size: a generated border is dropped, launderings apply at the file's size."""
+    import io as _io
+
+    from detector import laundering
+    from detector.imageio import as_files, prepare_image
+    from gan_inversion.data import fashion_mnist_framing
+
+    framing = fashion_mnist_framing(32)
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(4, 1, 32, 32, generator=g) * 2 - 1  # a generator's output: its border is not black
+    for launder in (None, lambda x: laundering.apply(x, "jpeg", 75), lambda x: laundering.apply(x, "blur", 1.0)):
+        got = as_files(images, framing, launder=launder)
+        for i in range(len(images)):
+            native = images[i:i + 1, :, 2:30, 2:30]
+            if launder is not None:
+                native = launder(native)
+            u8 = native.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)[0, 0].numpy()
+            buf = _io.BytesIO()
+            Image.fromarray(u8).save(buf, "PNG")
+            served = prepare_image(buf.getvalue(), channels=1, resolution=32, framing=framing).tensor
+            torch.testing.assert_close(got[i], served, rtol=0, atol=0)
+        assert (got[..., :2, :] == -1).all() and (got[..., :, 30:] == -1).all()  # the canvas is black
+    # without native-size framing: laundered and quantised at the model's size
+    plain = as_files(images, {"kind": "fit"})
+    torch.testing.assert_close(plain, images.add(1).mul(127.5).round().div(127.5).sub(1), rtol=0, atol=1e-6)
