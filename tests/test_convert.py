@@ -74,5 +74,37 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(BundleError, match="lacks the tensor"):
         convert(tmp_path / "broken.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
-    with pytest.raises(BundleError, match="cannot be read"):
+    with pytest.raises(BundleError, match=r"not a checkpoint resynth converts .*found bytes b'\\x00"):
         convert(tmp_path / "junk.pt")
+    (tmp_path / "image.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    with pytest.raises(BundleError, match="found a PNG image"):
+        convert(tmp_path / "image.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(BundleError, match="found empty"):
+        convert(tmp_path / "empty.pt")
+    (tmp_path / "bad.pt").write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19." + b"\x00" * 20)
+    with pytest.raises(BundleError, match="cannot be read"):  # torch's legacy header, then garbage
+        convert(tmp_path / "bad.pt")
+
+
+def test_every_serialization_is_told_apart_by_content(tmp_path):
+    """rosinality checkpoints saved with torch's zip and its legacy serialization (what torch < 1.6 wrote, and
+    `_use_new_zipfile_serialization=False` still writes) convert to the same bundle; a plain pickle is NVIDIA's."""
+    import pickle
+
+    from gan_inversion.convert import file_format
+
+    g, d = make_rosinality_state(16, style_dim=12, n_mlp=3, base=128, cmax=16)
+    obj = {"g_ema": g, "d": d, "latent_avg": torch.randn(12), "args": argparse.Namespace(size=16)}
+    torch.save(obj, tmp_path / "zip.pt")
+    torch.save(obj, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump({"G_ema": None}, f, protocol=2)  # a plain pickle, even of protocol 2
+    assert [file_format(tmp_path / n) for n in ("zip.pt", "legacy.pt", "plain.pkl")] == \
+        ["torch-zip", "torch-legacy", "pickle"]
+    a, b = convert(tmp_path / "zip.pt"), convert(tmp_path / "legacy.pt")
+    sa, sb = a.G_ema.state_dict(), b.G_ema.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(x, y) for x, y in zip(a.D.state_dict().values(), b.D.state_dict().values(), strict=True))
+    with pytest.raises(BundleError, match="stylegan2-ada"):  # read as NVIDIA's, refused as not one
+        convert(tmp_path / "plain.pkl")
