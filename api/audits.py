@@ -185,9 +185,16 @@ class AuditManager:
             p = await anyio.to_thread.run_sync(audit_progress, self.engine_for(aid), aid)
         except KeyError as exc:
             raise ApiError(404, "not_found", f"no audit {aid!r}") from exc
-        root = p.pop("root")
-        p["folder"] = os.path.relpath(root, self.real_root) if self.real_root else os.path.basename(root)
+        p["folder"] = self.folder_of(p.pop("root"))
         return p
+
+    def folder_of(self, root: str) -> str:
+        """How a client sees an audited folder: relative to the audit root, never as a server path."""
+        return os.path.relpath(root, self.real_root) if self.real_root else os.path.basename(root)
+
+    def report(self, aid: str, fmt: str) -> bytes:
+        engine = self.engine_for(aid)
+        return render_report(engine, aid, fmt, folder=self.folder_of(audit_progress(engine, aid)["root"]))
 
     async def shutdown(self) -> None:
         """Stop: running audits end at their next file (resumable), queued ones stay queued in the database."""
@@ -227,7 +234,7 @@ async def get_audit(audit_id: str, audits: AuditManager = Depends(get_audits)):
 async def get_report(audit_id: str, format: str = Query("html", pattern="^(html|json|csv)$"),
                      audits: AuditManager = Depends(get_audits)):
     try:
-        data = await anyio.to_thread.run_sync(render_report, audits.engine_for(audit_id), audit_id, format)
+        data = await anyio.to_thread.run_sync(audits.report, audit_id, format)
     except KeyError as exc:
         raise ApiError(404, "not_found", f"no audit {audit_id!r}") from exc
     return Response(data, media_type=REPORT_FORMATS[format])

@@ -49,6 +49,12 @@ def test_audit_over_http(tiny_detector, tmp_path):
         assert html.status_code == 200 and "resynth audit" in html.text and "readme.txt" in html.text
         js = c.get(f"/v1/audits/{aid}/report?format=json").json()
         assert len(js["files"]) == 5
+        # no server path reaches the client: the folder is named relative to the audit root
+        assert js["audit"]["folder"] == "batch1" and "root" not in js["audit"]
+        for text in (html.text, c.get(f"/v1/audits/{aid}/report?format=json").text,
+                     c.get(f"/v1/audits/{aid}/report?format=csv").text, c.get(f"/v1/audits/{aid}").text):
+            assert str(tmp_path) not in text
+        assert "<code>batch1</code>" in html.text
         assert c.get(f"/v1/audits/{aid}/report?format=csv").text.startswith("path,kind")
         assert c.get("/v1/audits/nope").json()["code"] == "not_found"
         assert c.get(f"/v1/audits/{aid}/report?format=pdf").status_code == 422

@@ -54,8 +54,10 @@ CSV_FIELDS = ["path", "kind", "size", "content_hash", "state", "reason", "dedupl
 REPORT_FORMATS = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
 
 
-def render_report(engine: Engine, audit_id: str, fmt: str) -> bytes:
-    """The report of an audit as bytes: 'csv', 'json' or 'html', rebuilt from the database (KeyError: no audit)."""
+def render_report(engine: Engine, audit_id: str, fmt: str, *, folder: str | None = None) -> bytes:
+    """The report of an audit as bytes: 'csv', 'json' or 'html', rebuilt from the database (KeyError: no audit).
+    `folder`: how the report names the audited folder (the service: relative to its audit root, so that no
+    server path reaches a client); None: its path, as the audit recorded it (the operator's CLI)."""
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"report format {fmt!r}: use one of {', '.join(REPORT_FORMATS)}")
     audit, rows = audit_rows(engine, audit_id)
@@ -67,8 +69,11 @@ def render_report(engine: Engine, audit_id: str, fmt: str) -> bytes:
         return buf.getvalue().encode()
     if fmt == "json":
         clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-        return json.dumps({"audit": audit_progress(engine, audit_id), "files": clean}, indent=1).encode()
-    return html_report(audit, rows, audit_progress(engine, audit_id)).encode()
+        progress = audit_progress(engine, audit_id)
+        if folder is not None:
+            progress = {"folder": folder, **{k: v for k, v in progress.items() if k != "root"}}
+        return json.dumps({"audit": progress, "files": clean}, indent=1).encode()
+    return html_report(audit, rows, audit_progress(engine, audit_id), folder=folder).encode()
 
 
 def write_report(engine: Engine, audit_id: str, out: str | Path) -> Path:
@@ -92,12 +97,13 @@ def _histogram_svg(ps: list[float], bins: int = 20) -> str:
             "</svg>")
 
 
-def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
+def html_report(audit: AuditRow, rows: list[dict], progress: dict, *, folder: str | None = None) -> str:
     esc = html.escape
     scored = [r for r in rows if r["state"] == "scored"]
     skipped = [r for r in rows if r["state"] == "skipped"]
     flagged = sorted((r for r in scored if r["verdict"] == "fake"), key=lambda r: -r["p_fake"])
     uncertain = sorted((r for r in scored if r["verdict"] == "uncertain"), key=lambda r: -r["p_fake"])
+    shown = audit.root if folder is None else folder
 
     def img(b: bytes | None, side: int = 96) -> str:
         return (f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="{side}" height="{side}">'
@@ -118,7 +124,7 @@ def html_report(audit: AuditRow, rows: list[dict], progress: dict) -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{image-rendering:pixelated}}</style></head><body>
 <h1>resynth audit</h1>
-<p>Folder <code>{esc(audit.root)}</code> · model <code>{esc(audit.model_id)}</code> · status {esc(progress['status'])}
+<p>Folder <code>{esc(shown)}</code> · model <code>{esc(audit.model_id)}</code> · status {esc(progress['status'])}
  · updated {esc(progress['updated'])}</p>
 <h2>Totals</h2>
 <table><tr><th>files</th><th>scored</th><th>flagged fake</th><th>uncertain</th><th>skipped</th>
