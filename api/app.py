@@ -170,9 +170,9 @@ router = APIRouter()
              summary="Score one image (multipart field 'file', or a raw image body)",
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "file": {"type": "string", "format": "binary"}}, "required": ["file"]},
+                     "file": {"type": "string", "format": "binary", "minLength": 1}}, "required": ["file"]},
                      "encoding": {"file": {"contentType": "image/*"}}},
-                 "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
+                 "image/*": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}})
 async def detect(request: Request, explain: bool = Query(False, description="include evidence PNGs (base64)"),
                  detector: Detector = Depends(get_detector), capacity: anyio.CapacityLimiter = Depends(get_capacity),
                  batcher: Batcher = Depends(get_batcher), settings: Settings = Depends(get_settings),

@@ -228,7 +228,8 @@ async def get_audit(audit_id: str, audits: AuditManager = Depends(get_audits)):
 
 
 @router.get("/v1/audits/{audit_id}/report", responses={
-    200: {"description": "the report", "content": {t: {"schema": {"type": "string"}} for t in REPORT_FORMATS.values()}},
+    200: {"description": "the report", "content": {
+        t: {"schema": {"type": "object"} if f == "json" else {"type": "string"}} for f, t in REPORT_FORMATS.items()}},
     **error_responses(404, 422, 503)}, response_class=Response,
             summary="The audit's report (html, json or csv), rebuilt from the database")
 async def get_report(audit_id: str, format: str = Query("html", pattern="^(html|json|csv)$"),

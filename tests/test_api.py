@@ -152,3 +152,17 @@ def test_the_guard_knows_every_plain_route():
 
     app = create_app(Settings(), loader=lambda s: None)
     assert {"/v1/detect", "/v1/model", "/v1/audits", "/healthz", "/readyz", "/metrics"} <= plain_paths(app.routes)
+
+
+def test_the_schema_says_what_the_service_does(tiny_detector):
+    """The JSON report is an object, and an upload must not be empty (the service answers an empty one with 422)."""
+    from api.app import create_app
+    from api.settings import Settings
+
+    schema = create_app(Settings(), loader=lambda s: tiny_detector[1]).openapi()
+    report = schema["paths"]["/v1/audits/{audit_id}/report"]["get"]["responses"]["200"]["content"]
+    assert report["application/json"]["schema"]["type"] == "object"
+    assert report["text/csv"]["schema"]["type"] == "string"
+    body = schema["paths"]["/v1/detect"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["file"]["minLength"] == 1
+    assert body["image/*"]["schema"]["minLength"] == 1
