@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gan_inversion.data import fit_square, flatten_to_rgb_or_l, frame_native
+from gan_inversion.data import fit_square, flatten_to_rgb_or_l, frame_native, to_float, to_uint8
 from gan_inversion.faces import Face, crop_face, find_faces
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -183,7 +183,5 @@ def as_files(images: torch.Tensor, framing: dict | None, *, launder=None) -> tor
         x = x[..., off:off + n, off:off + n]
     if launder is not None:
         x = launder(x)
-    u8 = x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-    if framing.get("kind") == "pad":
-        u8 = frame_native(u8, framing)
-    return u8.float().div(127.5).sub(1.0)
+    u8 = to_uint8(x)
+    return to_float(frame_native(u8, framing) if framing.get("kind") == "pad" else u8)

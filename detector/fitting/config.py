@@ -97,10 +97,11 @@ class DetectorConfig:
                 if value == theirs[name]:
                     continue
                 flag = options.get(name)
-                if flag is None:
+                text = flag(value) if flag is not None else None
+                if text is None:  # no flag sets this value
                     other.append(f"{part}.{name}={value!r}")
                 else:
-                    flags.append(flag(value))
+                    flags.append(text)
         cmd = " ".join(["resynth fit", *flags])
         return cmd + (f"  # and in DetectorConfig: {', '.join(other)}" if other else "")
 
@@ -109,10 +110,10 @@ def _flag(name: str):
     return lambda v: f"--{name} {v}"
 
 
-# part -> setting -> how the CLI sets it (detector/cli/fit.py defines the same flags)
+# part -> setting -> the flag that sets a value, or None where no flag can (detector/cli/fit.py defines the flags)
 FLAGS = {
     "features": {"refine_steps": _flag("refine-steps"), "space": _flag("space"),
-                 "degradations": lambda v: "--no-degradation-search" if not v else "--degradation-grid CUSTOM",
+                 "degradations": lambda v: None if v else "--no-degradation-search",
                  "search_steps": lambda v: f"--search-steps {-1 if v is None else v}"},
     "classifier": {"calibration": _flag("calibration"), "target_fpr": _flag("target-fpr")},
     "fit": {"n_real": _flag("n-real"), "n_fake": _flag("n-fake"), "launder_prob": _flag("launder-prob"),

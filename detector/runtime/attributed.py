@@ -12,8 +12,8 @@ import torch
 
 from ..components import attribution as registry
 from ..components.evidence import Evidence
-from ..spec import DetectorError
-from .loader import load_members
+from ..spec import DetectorError, read_spec
+from .loader import load_members, load_parts
 from .pipeline import WRAPPERS, Detector, Scored
 from .result import ScoreResult
 
@@ -35,17 +35,19 @@ class AttributionDetector(Detector):
         self.model_id, self.threshold = spec["model_id"], model.threshold
 
     @classmethod
-    def from_spec(cls, path: Path, spec: dict, *, device="cpu", **kwargs) -> AttributionDetector:
-        primary = Detector.load(path.parent / spec["attribution_of"]["file"], device=device, **kwargs)
-        if primary.spec["model_id"] != spec["attribution_of"]["model_id"]:
+    def from_spec(cls, path: Path, spec: dict, *, device="cpu", perceptual=None, **kwargs) -> AttributionDetector:
+        """The attribution file `spec` at `path` over the primary detector file it names (its networks loaded once,
+        here); kwargs as Detector's (max_pixels, refine_steps, policy)."""
+        primary_path = path.parent / spec["attribution_of"]["file"]
+        primary = read_spec(primary_path)
+        if primary["model_id"] != spec["attribution_of"]["model_id"]:
             raise DetectorError(f"{path}: fitted over detector {spec['attribution_of']['model_id']}, but "
-                                f"{spec['attribution_of']['file']} is {primary.spec['model_id']}; refit the "
-                                "attribution")
+                                f"{spec['attribution_of']['file']} is {primary['model_id']}; refit the attribution")
+        parts = load_parts(primary_path, primary, device=device, perceptual=perceptual)
         try:
-            return cls(primary.spec, spec, load_members(path, spec, device=device), bundle=primary.bundle,
-                       encoder=primary.encoder, perceptual=primary.perceptual, device=device,
-                       artifact_net=primary.artifact_net, max_pixels=primary.max_pixels, policy=primary.policy,
-                       refine_steps=kwargs.get("refine_steps"))
+            return cls(primary, spec, load_members(path, spec, device=device), bundle=parts.bundle,
+                       encoder=parts.encoder, perceptual=parts.perceptual, device=device,
+                       artifact_net=parts.artifact_net, **kwargs)
         except registry.AttributionError as exc:
             raise DetectorError(f"{path}: {exc}") from exc
 

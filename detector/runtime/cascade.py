@@ -9,6 +9,7 @@ import time
 import numpy as np
 import torch
 
+from ..components.domain import Domain
 from ..components.evidence import Evidence, degradation_columns
 from ..components.first_stage import FirstStage
 from ..features import appearance_features
@@ -28,6 +29,9 @@ class CascadeDetector(Detector):
     def info(self) -> dict:
         fs = self.first_stage
         return {**super().info, "cascade": {"band": fs.spec["band"], "held_out": fs.spec.get("held_out")}}
+
+    def domain_of(self, first_stage: bool) -> Domain:
+        return self.first_stage.domain if first_stage else self.domain
 
     def first_stage_probabilities(self, X1: np.ndarray, appearance: np.ndarray) -> Evidence:
         fs = self.first_stage

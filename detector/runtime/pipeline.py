@@ -181,12 +181,16 @@ class Detector:
         if not first_stage and self.feature_cfg.refine_steps != self.fitted_refine_steps:
             out.append(f"refinement steps ({self.feature_cfg.refine_steps}) differ from those the classifier was "
                        f"fitted with ({self.fitted_refine_steps}): the probability is less well calibrated")
-        domain = self.first_stage.domain if first_stage else self.domain
+        domain = self.domain_of(first_stage)
         if prep is not None:
             out += self.domain.colour_warnings(prep.colourfulness, self.G.img_channels)
             out += prep.notes
         out += domain.feature_warnings(feats, names)
         return out
+
+    def domain_of(self, first_stage: bool) -> Domain:
+        """The fitted domain an image's features are checked against (a cascade's first stage has its own)."""
+        return self.domain
 
     def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray, *, X1: np.ndarray | None = None,
                  decided: np.ndarray | None = None) -> list[str]:
