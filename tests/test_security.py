@@ -73,6 +73,37 @@ def test_confined_walk_never_leaves_the_root(tree):
     assert free["file_out.png"].kind == "image" and "dir_out/shadow" in free and free["self"].kind == "error"
 
 
+def test_a_confined_walk_never_looks_at_what_lies_outside(tree, monkeypatch):
+    """Not even a stat: every path the walk hands to the system lies inside the root (os.path.realpath would
+    lstat a link's target outside it)."""
+    root, media, secret = tree
+    guard = Confinement(root)  # the operator's root itself is resolved once, before any client path
+    touched = []
+    for name in ("stat", "lstat", "readlink", "open", "listdir", "scandir"):
+        real = getattr(os, name)
+
+        def spy(p, *a, _real=real, **k):
+            touched.append(p)
+            return _real(p, *a, **k)
+
+        monkeypatch.setattr(os, name, spy)
+    entries = {e.rel: e for e in walk_media(media, guard=guard)}
+    monkeypatch.undo()
+    assert entries["dir_out"].reason == OUTSIDE and entries["in_link.png"].kind == "image"
+    paths = [os.path.abspath(p) for p in touched if isinstance(p, (str, os.PathLike))
+             and not str(p).startswith("/proc/self/fd/")]  # the opened descriptor's own path, checked after opening
+    assert paths and all(guard.inside(p) for p in paths), [p for p in paths if not guard.inside(p)]
+    assert not any(str(secret) in p for p in paths)
+    # and the resolution agrees with the kernel's wherever it stays inside
+    assert guard.check(media / "up" / "elsewhere" / "inside.png") == os.path.realpath(root / "elsewhere/inside.png")
+    assert guard.check(media / "in_link.png") == os.path.realpath(root / "elsewhere" / "inside.png")
+    for out in ("rel_out.png", "upup", "dir_out/shadow", "file_out.png"):
+        with pytest.raises(OutsideRoot):
+            guard.check(media / out)
+    with pytest.raises(OutsideRoot):
+        guard.check(secret / "photo.png")
+
+
 def test_confined_audit_reads_nothing_outside(tree, tiny_detector, tmp_path):
     root, media, secret = tree
     engine = open_db(tmp_path / "a.sqlite")

@@ -39,18 +39,55 @@ class OutsideRoot(OSError):
 class Confinement:
     """Opens files and folders only if they lie, links resolved, inside `root`."""
 
+    MAX_LINKS = 40  # links followed in one resolution (the kernel's own limit)
+
     def __init__(self, root: str | os.PathLike):
+        self.given = os.path.abspath(root)
         self.root = os.path.realpath(root)
 
     def inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def check(self, path: str | os.PathLike) -> str:
-        """The resolved path, or OutsideRoot."""
-        real = os.path.realpath(path)
-        if not self.inside(real):
+        """The resolved path, or OutsideRoot. Links are resolved one component at a time, and only paths already
+        known to lie inside the root are ever looked at (`lstat`, `readlink`): a link leading out is refused from
+        its text alone, its target never stat'ed (unlike os.path.realpath, which looks at every component)."""
+        path = os.path.abspath(path)
+        for base in (self.root, self.given):
+            if path == base or path.startswith(base.rstrip(os.sep) + os.sep):
+                todo = [p for p in os.path.relpath(path, base).split(os.sep) if p not in ("", ".")]
+                break
+        else:
             raise OutsideRoot(path)
-        return real
+        cur, links = self.root, 0
+        while todo:
+            part = todo.pop(0)
+            if part == "..":
+                if cur == self.root:
+                    raise OutsideRoot(path)
+                cur = os.path.dirname(cur)
+                continue
+            nxt = os.path.join(cur, part)
+            try:
+                st = os.lstat(nxt)  # inside: `cur` is a resolved folder inside the root, `part` one name
+            except FileNotFoundError:
+                return os.path.join(nxt, *todo)  # what does not exist has nothing left to resolve
+            if not stat.S_ISLNK(st.st_mode):
+                cur = nxt
+                continue
+            links += 1
+            if links > self.MAX_LINKS:
+                raise OSError(40, "too many levels of symbolic links", str(path))
+            target = os.readlink(nxt)
+            if os.path.isabs(target):
+                target = os.path.normpath(target)
+                if not self.inside(target):
+                    raise OutsideRoot(path)
+                cur, todo = self.root, [p for p in os.path.relpath(target, self.root).split(os.sep)
+                                        if p not in ("", ".")] + todo
+            else:
+                todo = [p for p in target.split(os.sep) if p not in ("", ".")] + todo
+        return cur
 
     def open(self, path: str | os.PathLike, *, directory: bool = False) -> int:
         """A read-only descriptor of `path` (a regular file, or a folder), checked before and after opening."""
@@ -146,9 +183,12 @@ def walk_media(folder: str | os.PathLike, *, guard: Confinement | None = None) -
             p = d / name
             r = f"{rel}/{name}" if rel else name
             try:
-                if guard is not None and os.path.islink(p):
-                    guard.check(p)  # the target is stat'ed only once it is known to lie inside
-                st = p.stat()
+                if guard is None:
+                    st = p.stat()
+                else:  # the target is looked at only once it is known to lie inside, and then without a link
+                    st = os.stat(guard.check(p), follow_symlinks=False)
+                    if stat.S_ISLNK(st.st_mode):
+                        raise OSError("a link was swapped in during the walk")
             except OutsideRoot:
                 yield Entry(r, None, "error", OUTSIDE)
                 continue
