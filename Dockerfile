@@ -10,7 +10,8 @@ RUN apt-get update \
 ENV TORCH_HOME=/app/.torch \
     RESYNTH_HOST=0.0.0.0 \
     RESYNTH_PORT=8000 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
 
 WORKDIR /app
 COPY pyproject.toml Makefile README.md ./

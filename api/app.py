@@ -142,7 +142,8 @@ def _lifespan(settings: Settings, loader: Callable[[Settings], Detector]):
         app.state.capacity = anyio.CapacityLimiter(settings.max_inflight)
         app.state.batcher = Batcher(app.state.detector, max_batch=settings.batch_max,
                                     wait_s=settings.batch_wait_ms / 1000,
-                                    on_batch=lambda n, _s: metrics.batch_size.observe(n))
+                                    on_batch=lambda n, _s: metrics.batch_size.observe(n),
+                                    trim_when_idle=settings.malloc_arenas > 0)
         async with anyio.create_task_group() as tg:
             scoring = anyio.CancelScope()
 

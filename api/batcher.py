@@ -22,6 +22,8 @@ import torch
 from detector.imageio import PreparedImage
 from detector.runtime import Detector, ScoreResult
 
+from .memory import trim
+
 
 @dataclass(eq=False)
 class _Job:
@@ -35,11 +37,15 @@ class _Job:
 
 
 class Batcher:
-    def __init__(self, detector: Detector, *, max_batch: int = 16, wait_s: float = 0.005, on_batch=None):
+    def __init__(self, detector: Detector, *, max_batch: int = 16, wait_s: float = 0.005, on_batch=None,
+                 trim_when_idle: bool = True):
         if max_batch < 1 or wait_s < 0:
             raise ValueError("max_batch must be >= 1 and wait_s >= 0")
         self.detector, self.max_batch, self.wait_s, self.on_batch = detector, max_batch, wait_s, on_batch
         self._send, self._recv = anyio.create_memory_object_stream[_Job](max_buffer_size=math.inf)
+        self._worker = anyio.CapacityLimiter(1)  # one scoring thread at a time (and so, mostly, the same one)
+        self.trim_when_idle = trim_when_idle  # hand freed memory back when the queue runs empty (api/memory.py)
+        self.trims = 0
 
     async def score(self, prep: PreparedImage, *, explain: bool = False, decode_ms: float = 0.0,
                     release: Callable[[], None] | None = None) -> ScoreResult:
@@ -69,7 +75,8 @@ class Batcher:
         try:
             results = await anyio.to_thread.run_sync(lambda: self.detector.score_tensors(
                 torch.stack([j.prep.tensor for j in jobs]), preps=[j.prep for j in jobs],
-                sources=[j.prep.source for j in jobs], explain=explain, decode_ms=[j.decode_ms for j in jobs]))
+                sources=[j.prep.source for j in jobs], explain=explain, decode_ms=[j.decode_ms for j in jobs]),
+                limiter=self._worker)
             for j, r in zip(jobs, results, strict=True):
                 if not j.explain:
                     r.evidence = {}
@@ -84,3 +91,6 @@ class Batcher:
                 j.done.set()
             if self.on_batch:
                 self.on_batch(len(jobs), time.perf_counter() - t0)
+            if self.trim_when_idle and self._recv.statistics().current_buffer_used == 0:
+                self.trims += 1
+                await anyio.to_thread.run_sync(trim, limiter=self._worker)

@@ -11,12 +11,17 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .app import create_app
+    from .memory import limit_arenas
+    from .protocol import guarded_protocol
     from .settings import settings_from_env
 
     settings = settings_from_env(detector=args.detector, host=args.host, port=args.port, device=args.device)
+    limit_arenas(settings.malloc_arenas)  # before the server's threads exist (api/memory.py)
     print(f"resynth: serving {settings.detector} on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                limit_concurrency=settings.max_connections, timeout_keep_alive=5)
+    http = guarded_protocol(max_connections=settings.max_connections, header_timeout_s=settings.header_timeout_s,
+                            retry_after_s=settings.retry_after_s)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", http=http,
+                timeout_keep_alive=5)
     return 0
 
 

@@ -27,7 +27,11 @@ class Settings:
     max_audits: int = 1                    # RESYNTH_MAX_AUDITS: audits running at once, each holding one in-flight slot
     audit_queue: int = 4                   # RESYNTH_AUDIT_QUEUE: audits waiting for a slot; more get 503
     body_timeout_s: float = 30.0           # RESYNTH_BODY_TIMEOUT: seconds to receive a whole request body (else 408)
-    max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections (uvicorn answers 503 beyond)
+    max_connections: int = 128             # RESYNTH_MAX_CONNECTIONS: open connections; one more first evicts the
+                                           # oldest without a request head, else gets 503 (api/protocol.py)
+    malloc_arenas: int = 2                 # RESYNTH_MALLOC_ARENAS: glibc malloc arenas, and freed memory
+                                           # handed back when idle (0: glibc left as it is; api/memory.py)
+    header_timeout_s: float = 10.0         # RESYNTH_HEADER_TIMEOUT: seconds to send a complete request head (else 408)
     uncertain_margin: float = 0.0          # RESYNTH_UNCERTAIN_MARGIN: logit band around the threshold -> 'uncertain'
     stability_checks: int = 0              # RESYNTH_STABILITY_CHECKS: mild re-degradations scored too (0-3)
     cascade: bool = False                  # RESYNTH_CASCADE: 1 uses the detector's cascade (clear cases decided
@@ -51,6 +55,7 @@ ENV = {
     "audit_root": ("RESYNTH_AUDIT_ROOT", str), "audit_db": ("RESYNTH_AUDIT_DB", str),
     "max_audits": ("RESYNTH_MAX_AUDITS", int), "audit_queue": ("RESYNTH_AUDIT_QUEUE", int),
     "body_timeout_s": ("RESYNTH_BODY_TIMEOUT", float), "max_connections": ("RESYNTH_MAX_CONNECTIONS", int),
+    "header_timeout_s": ("RESYNTH_HEADER_TIMEOUT", float), "malloc_arenas": ("RESYNTH_MALLOC_ARENAS", int),
     "uncertain_margin": ("RESYNTH_UNCERTAIN_MARGIN", float),
     "stability_checks": ("RESYNTH_STABILITY_CHECKS", int), "cascade": ("RESYNTH_CASCADE", boolean),
     "batch_max": ("RESYNTH_BATCH_MAX", int), "batch_wait_ms": ("RESYNTH_BATCH_WAIT_MS", float),

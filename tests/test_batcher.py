@@ -63,9 +63,10 @@ async def _score_all(batcher, values, *, explain=lambda i: False):
 def test_concurrent_images_are_batched_and_each_gets_its_own_answer(max_batch):
     det = Recording()
     values = [i / 10 for i in range(10)]
-    results, released = anyio.run(lambda: _score_all(Batcher(det, max_batch=max_batch, wait_s=0.05), values,
-                                                     explain=lambda i: i == 3))
+    batcher = Batcher(det, max_batch=max_batch, wait_s=0.05)
+    results, released = anyio.run(lambda: _score_all(batcher, values, explain=lambda i: i == 3))
     assert sorted(released) == list(range(10))  # every slot given back exactly once
+    assert 1 <= batcher.trims <= len(det.batches)  # freed memory handed back when the queue ran empty
     assert sum(det.batches) == 10 and max(det.batches) <= max_batch
     if max_batch > 1:
         assert len(det.batches) < 10  # they were gathered
@@ -136,3 +137,12 @@ def test_service_batches_concurrent_requests_with_the_same_answers(tiny_detector
                        if line.startswith("resynth_batch_size_count")))
     total = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("resynth_batch_size_sum")))
     assert total == 8 and count < 8  # 8 images in fewer scoring calls
+
+
+def test_the_allocator_is_told_to_stay_small():
+    from api import memory
+
+    if memory.LIBC is None:
+        pytest.skip("not glibc: the allocator settings do nothing here")
+    assert memory.limit_arenas(8) and not memory.limit_arenas(0)  # 0 keeps glibc's default
+    memory.trim()  # callable at any time (whether pages came back depends on the heap)
