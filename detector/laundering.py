@@ -77,6 +77,13 @@ def apply(x: torch.Tensor, kind: str, strength: float) -> torch.Tensor:
     return torch.stack([fn(img, strength) for img in x])
 
 
+# The laundering conditions that a user's files are judged under: the ROC suite's, and the ones the operating
+# point's photos are presented in (detector/fitting/operating.py). name -> None (as is) or (kind, strength).
+CONDITIONS = {"clean": None, "jpeg95": ("jpeg", 95), "jpeg75": ("jpeg", 75), "jpeg50": ("jpeg", 50),
+              "resize0.5": ("resize", 0.5), "blur1": ("blur", 1.0), "noise0.02": ("noise", 0.02),
+              "webp70": ("webp", 70), "resize0.75+jpeg70": ("resize_jpeg", 0.75)}
+
+
 def apply_condition(x: torch.Tensor, cond: tuple[str, float] | None) -> torch.Tensor:
     """x laundered by an evaluation condition: None (x unchanged) or (kind, strength) as in `apply`."""
     return x if cond is None else apply(x, *cond)

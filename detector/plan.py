@@ -8,7 +8,8 @@ every other part that needs photos gets a slice past them:
   `cascade` (the cascade's band), `attribution` (an attribution detector), `latent_map`;
 - from `reference_offset` on, chained in this order and sized by the fit: `reference` (the evidences' reference
   photos), `artifact` (the artifact CNN), `reconstruction` (the autoencoders of reconstruction fakes),
-  `auxiliary` (the probe's photos beside the auxiliary generators' samples).
+  `auxiliary` (the probe's photos beside the auxiliary generators' samples), `operating` (the photos the fake
+  threshold and the uncertain band are set on: detector/fitting/operating.py).
 
 Evaluation uses the test split only. Samples are drawn from streams of their own (`STREAMS`); a stream with
 several generators adds `STREAM_STEPS[name] * k` for the k-th. `tests/test_plan.py` checks that the slices are
@@ -52,12 +53,13 @@ UNSEEDED = {"eval_fakes", "eval_fakes_psi", "speed_fakes", "baseline_fakes", "pr
 # Fixed slots past the fit's photos: (offset, capacity).
 SLOTS = {"cascade": (0, 1000), "attribution": (1000, 2000), "latent_map": (3000, 2000)}
 REFERENCE_OFFSET = 5000
-CHAINED = ("reference", "artifact", "reconstruction", "auxiliary")
+CHAINED = ("reference", "artifact", "reconstruction", "auxiliary", "operating")
 # what each slice holds, for messages
 DESCRIPTIONS = {"fit": "the fit's photos", "cascade": "the cascade's held-out photos",
                 "attribution": "the attribution's photos", "latent_map": "the latent map's photos",
                 "reference": "the reference photos", "artifact": "the artifact CNN's photos",
-                "reconstruction": "the autoencoders' photos", "auxiliary": "the auxiliary fakes' photos"}
+                "reconstruction": "the autoencoders' photos", "auxiliary": "the auxiliary fakes' photos",
+                "operating": "the operating point's photos"}
 
 
 class PlanError(ValueError):
@@ -99,6 +101,7 @@ class DataPlan:
     n_artifact: int = 0
     n_reconstruction: int = 0
     n_auxiliary: int = 0
+    n_operating: int = 0
     reference_offset: int = REFERENCE_OFFSET
 
     def slices(self) -> dict[str, Slice]:

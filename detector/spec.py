@@ -7,7 +7,8 @@ that no reader guesses from which keys exist:
   `classifier`, `domain`, `fit`, `data_plan`, `config`, `metrics`; the optional parts are listed in `contents`:
   `evidence` (the photo model, the probe and the combination; absent: the classifier alone), `artifacts` (the
   artifact CNN inside `evidence`), `cascade` (the first stage), `latent_map`, `calibration` (a threshold set on
-  the user's photos by `resynth calibrate`).
+  the user's photos by `resynth calibrate`), `operating` (the fake threshold per degradation stratum and the
+  uncertain band, set on photos alone: detector/components/operating.py).
 - kind `attribution`: attribution over a primary single detector (`attribution_of`) and further registered
   generators (`members`, `attribution`).
 
@@ -30,7 +31,8 @@ REQUIRED = {
                "config", "metrics"),
     "attribution": ("model_id", "attribution_of", "members", "attribution", "fit", "data_plan", "metrics"),
 }
-OPTIONAL = {"single": ("evidence", "artifacts", "cascade", "latent_map", "calibration"), "attribution": ()}
+OPTIONAL = {"single": ("evidence", "artifacts", "cascade", "latent_map", "calibration", "operating"),
+            "attribution": ()}
 
 
 class DetectorError(RuntimeError):

@@ -248,3 +248,34 @@ def test_uncertain_items_counted_in_reports(tiny_detector, tmp_path):
     assert html.index("Flagged items") < html.index("Uncertain items (1), for review") < html.index("Skipped files")
     section = html[html.index("Uncertain items"):html.index("Skipped files")]
     assert "colour.png" in section and "gray.png" not in section and "out of domain: a colour image" in section
+
+
+def test_an_uncertain_item_carries_its_doubts_into_every_report(tiny_detector, tmp_path, monkeypatch):
+    """An image below the threshold that fails a check against photos: its doubts reach the HTML report's
+    uncertain section and the CSV's `doubts` column."""
+    import dataclasses
+
+    det = tiny_detector[1]
+    doubt = "the generator reconstructs it worse than it reconstructs photos (perceptual distance)"
+    real_score = det.score_tensors
+
+    def doubtful(images, **k):  # the detector's own results, with the operating point's doubts on every image
+        return [dataclasses.replace(r, verdict="uncertain", doubts=[doubt]) if r.verdict != "fake" else r
+                for r in real_score(images, **k)]
+
+    monkeypatch.setattr(det, "score_tensors", doubtful)
+    root = tmp_path / "doubtful"
+    _img(root / "a.png", 3)
+    engine = open_db(tmp_path / "d.sqlite")
+    aid = run_audit(engine, root, detector=det, progress=False)
+    monkeypatch.undo()
+    (row,) = audit_rows(engine, aid)[1]
+    if row["verdict"] == "fake":
+        pytest.skip("the tiny detector flagged the image: nothing uncertain to report")
+    assert row["summary"]["doubts"] == [doubt]
+    html = write_report(engine, aid, tmp_path / "r.html").read_text()
+    section = html[html.index("Uncertain items"):html.index("Skipped files")]
+    assert "a.png" in section and "reconstructs it worse" in section
+    csv_text = write_report(engine, aid, tmp_path / "r.csv").read_text()
+    header, line = csv_text.splitlines()[:2]
+    assert "doubts" in header.split(",") and "reconstructs it worse" in line

@@ -1,4 +1,4 @@
-"""`resynth calibrate`: a threshold from the user's own reference photos, in a new detector file."""
+"""`resynth calibrate`: the operating point from the user's own reference photos, in a new detector file."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from detector.cli import main
-from detector.fitting.calibrate import CalibrationError, calibrate, min_reference_photos, score_folder
+from detector.components.operating import DOUBTS
+from detector.fitting.calibrate import CalibrationError, calibrate, min_reference_photos
 from detector.runtime import Detector
 
 
@@ -24,22 +25,34 @@ def test_calibrate_cli_writes_a_working_detector_elsewhere(tiny_detector, tmp_pa
     folder, det = tiny_detector
     ref = _photos(tmp_path / "mine", 100)
     out = tmp_path / "elsewhere" / "calibrated.json"
-    assert main(["calibrate", "--real", str(ref), "--fpr", "0.05", "--out", str(out),
+    assert main(["calibrate", "--real", str(ref), "--fpr", "0.05", "--out", str(out), "--cache", "",
                  "--detector", str(folder / "det.json"), "--device", "cpu"]) == 0
     new = Detector.load(out)  # its bundle, encoder and artifact CNN found from the new place, fingerprints checked
     spec = json.loads(out.read_text())
-    cal = spec["calibration"]
+    cal, op = spec["calibration"], spec["operating"]
     assert cal["n_photos"] == 100 and cal["reference"] == "mine" and cal["target_fpr"] == 0.05
     assert new.model_id != det.model_id and new.model_id.startswith(det.model_id + "-cal")
-    # The same probabilities; the verdicts follow the new threshold: at most 5% of the reference photos flagged.
+    assert "operating" in spec["contents"] and new.operating is not None
+    # every photo presented in every laundering condition; each condition's share flagged near the target
+    assert op["photos"]["presentations"] == 100 * len(op["photos"]["conditions"])
+    for name, sh in op["on_photos"].items():
+        assert sh["fake"] + sh["uncertain"] + sh["real"] == pytest.approx(1.0), name
+    fake = np.mean([sh["fake"] for sh in op["on_photos"].values()])
+    assert fake <= 0.05 + 1e-9
+    # The same probabilities; the verdicts follow the operating point, each with its stratum's threshold.
     imgs = sorted(ref.glob("*.png"))
-    p_new = np.array([r.p_fake for r in new.score_batch(imgs)])
+    results = new.score_batch(imgs)
+    p_new = np.array([r.p_fake for r in results])
     p_old = np.array([r.p_fake for r in det.score_batch(imgs)])
     np.testing.assert_allclose(p_new, p_old, atol=1e-9)
-    p_cli, _ = score_folder(new, imgs, progress=False)  # batched as the command did (float noise aside)
-    flagged = float((p_cli > new.threshold).mean())
-    assert flagged <= 0.05 and flagged == pytest.approx(cal["fpr_on_reference"])
-    assert new.threshold == cal["threshold"] and new.info["calibration"]["n_photos"] == 100
+    thresholds = {v["threshold"] for v in op["per_stratum"].values()}
+    for r in results:
+        assert r.threshold in thresholds
+        assert r.verdict == ("fake" if r.p_fake > r.threshold else "uncertain" if r.doubts else "real")
+        assert not r.doubts or set(r.doubts) <= set(DOUBTS.values())
+    flagged = float(np.mean([r.verdict == "fake" for r in results]))
+    assert flagged == pytest.approx(op["on_photos"]["clean"]["fake"], abs=0.02)  # batched as the command did
+    assert new.info["calibration"]["n_photos"] == 100 and new.info["operating"]["uncertain_rate"] == 0.10
 
 
 def test_too_few_photos_is_refused(tiny_detector, tmp_path, capsys):

@@ -132,7 +132,9 @@ def score_frames(task: FrameTask, cfg: AuditConfig, det) -> dict:
         results += det.score_tensors(torch.stack([p.tensor for p in part]), preps=part, explain=True)
     out = {"p": [r.p_fake for r in results], "uncertain": [r.verdict == "uncertain" for r in results],
            "stamps": stamps, "warnings": sorted({w for r in results for w in r.warnings}),
-           "reasons": sorted({x for r in results for x in r.reasons}), "threshold": det.threshold}
+           "reasons": sorted({x for r in results for x in r.reasons}),
+           "doubts": sorted({x for r in results for x in r.doubts}),
+           "over": [r.p_fake > r.threshold for r in results]}  # each frame over its own threshold
     if results:
         worst = results[int(np.argmax(out["p"]))]
         out["thumbnail"], out["heatmap"] = worst.evidence["input"], worst.evidence["perceptual_heatmap"]
@@ -150,8 +152,7 @@ def video_outcome(content_hash: str, chunks: list[dict]) -> Outcome:
         return Outcome(content_hash, reason=errors[0] if errors else "corrupt: no decodable frames")
     p = np.concatenate([c["p"] for c in ok])
     stamps = [t for c in ok for t in c["stamps"]]
-    thr = ok[0]["threshold"]
-    over = float((p > thr).mean())
+    over = float(np.mean([o for c in ok for o in c["over"]]))
     unsure = float(np.mean([u for c in ok for u in c["uncertain"]]))
     verdict = "uncertain" if unsure >= 0.5 else "fake" if over >= 0.5 else "real"
     worst = int(p.argmax())
@@ -162,7 +163,8 @@ def video_outcome(content_hash: str, chunks: list[dict]) -> Outcome:
                             "worst_frame_s": round(stamps[worst], 3),
                             "warnings": sorted({w for c in ok for w in c["warnings"]}),
                             "reasons": sorted({x for c in ok for x in c["reasons"]}) if verdict == "fake" else [],
-                            **owner.get("extras", {})},
+                            "doubts": sorted({x for c in ok for x in c.get("doubts", [])}) if verdict == "uncertain"
+                            else [], **owner.get("extras", {})},
                    thumbnail=owner["thumbnail"], heatmap=owner["heatmap"])
 
 

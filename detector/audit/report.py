@@ -38,7 +38,8 @@ def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
                 latent = summary.pop(LATENT_PNG, None)
                 d.update(p_fake=r.p_fake, verdict=r.verdict, summary=summary, _thumb=r.thumbnail, _heat=r.heatmap,
                          _latent=base64.b64decode(latent) if latent else None,
-                         reasons="; ".join(summary.get("reasons", [])), attributed_to=summary.get("attributed_to"))
+                         reasons="; ".join(summary.get("reasons", [])), doubts="; ".join(summary.get("doubts", [])),
+                         attributed_to=summary.get("attributed_to"))
                 if r.kind == "video":
                     d.update(frames=summary["frames"], max_p=summary["max"], mean_p=summary["mean"],
                              share_over_threshold=summary["share_over_threshold"],
@@ -48,7 +49,8 @@ def audit_rows(engine: Engine, audit_id: str) -> tuple[AuditRow, list[dict]]:
 
 
 CSV_FIELDS = ["path", "kind", "size", "content_hash", "state", "reason", "deduplicated", "p_fake", "verdict",
-              "reasons", "attributed_to", "frames", "max_p", "mean_p", "share_over_threshold", "worst_frame_s"]
+              "reasons", "doubts", "attributed_to", "frames", "max_p", "mean_p", "share_over_threshold",
+              "worst_frame_s"]
 
 
 REPORT_FORMATS = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
@@ -117,7 +119,7 @@ def html_report(audit: AuditRow, rows: list[dict], progress: dict, *, folder: st
         for r in flagged)
     uncertain_rows = "".join(
         f"<tr><td>{esc(r['path'])}</td><td>{r['kind']}</td><td>{r['p_fake']:.4f}</td><td>{img(r.get('_thumb'))}</td>"
-        f"<td>{esc('; '.join((r.get('summary') or {}).get('warnings') or []) or 'inconclusive')}</td></tr>"
+        f"<td>{esc(inconclusive(r.get('summary') or {}))}</td></tr>"
         for r in uncertain)
     skipped_rows = "".join(f"<tr><td>{esc(r['path'])}</td><td>{esc(r['reason'] or '')}</td></tr>" for r in skipped)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>resynth audit {esc(audit.id)}</title>
@@ -142,3 +144,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{image-renderi
 {uncertain_rows}</table>
 <h2>Skipped files ({len(skipped)})</h2><table><tr><th>file</th><th>reason</th></tr>{skipped_rows}</table>
 </body></html>"""
+
+
+def inconclusive(summary: dict) -> str:
+    """What made an item 'uncertain': the checks against photos it failed, and its warnings."""
+    return "; ".join([*(summary.get("doubts") or []), *(summary.get("warnings") or [])]) or "inconclusive"

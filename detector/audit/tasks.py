@@ -83,7 +83,7 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
         results += det.score_tensors(torch.stack([p.tensor for p in chunk]), preps=chunk, explain=True)
     p = np.asarray([r.p_fake for r in results])
     worst = int(p.argmax())
-    over = float((p > det.threshold).mean())
+    over = float(np.mean([p_i > r.threshold for p_i, r in zip(p, results, strict=True)]))
     unsure = float(np.mean([r.verdict == "uncertain" for r in results]))
     verdict = "uncertain" if unsure >= 0.5 else "fake" if over >= 0.5 else "real"
     return [Outcome(task.content_hash, kind="video", p_fake=float(p.mean()), verdict=verdict,
@@ -92,6 +92,7 @@ def _score_video(task: VideoTask, cfg: AuditConfig, det) -> list[Outcome]:
                              "worst_frame_s": round(stamps[worst], 3),
                              "warnings": sorted({w for r in results for w in r.warnings}),
                              "reasons": sorted({x for r in results for x in r.reasons}) if verdict == "fake" else [],
+                             "doubts": sorted({x for r in results for x in r.doubts}) if verdict == "uncertain" else [],
                              **summary_extras(results[worst])},
                     thumbnail=results[worst].evidence["input"],
                     heatmap=results[worst].evidence["perceptual_heatmap"])]
@@ -129,7 +130,7 @@ def _score_images(task: ImageTask, cfg: AuditConfig, det) -> list[Outcome]:
     for h in order:
         mine = [r for r, o in zip(results, owners, strict=True) if o == h]
         worst = max(mine, key=lambda r: r.p_fake)
-        summary = {"warnings": worst.warnings, "reasons": worst.reasons}
+        summary = {"warnings": worst.warnings, "reasons": worst.reasons, "doubts": worst.doubts}
         summary.update(summary_extras(worst))
         if cfg.crop_faces:
             summary["faces"] = [r.p_fake for r in mine]

@@ -1,5 +1,5 @@
 """The commands that fit or evaluate a detector file: fit (and attribution with --register), fit-cascade,
-latent-map, calibrate, eval-detector. Their defaults come from the configuration dataclasses."""
+latent-map, fit-operating, calibrate, eval-detector. Their defaults come from the configuration dataclasses."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..fitting.calibrate import score_folder
 from ..fitting.cascade import CascadeConfig
 from ..fitting.config import DetectorConfig
 from ..fitting.evaluate import EVAL_CONDITIONS, evaluate_detector
+from ..fitting.operating import OperatingConfig
 from .common import add_device, default_of, device_of
 
 EMBEDDED = DetectorConfig()
@@ -65,7 +66,7 @@ def config_from_args(args) -> DetectorConfig:
         e.fit, n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch, seed=args.seed,
         real_model=not args.no_real_model, n_reference=args.n_reference, artifact_cnn=not args.no_artifact_cnn,
         n_artifact=args.n_artifact, reconstruction_fakes=args.reconstruction_fakes, aux_generators=aux,
-        n_aux=args.n_aux, latent_map=args.latent_map)
+        n_aux=args.n_aux, latent_map=args.latent_map, n_operating=args.n_operating)
     artifacts = dataclasses.replace(e.artifacts, max_epochs=args.artifact_epochs,
                                     min_epochs=min(e.artifacts.min_epochs, args.artifact_epochs))
     return dataclasses.replace(
@@ -157,7 +158,8 @@ def cmd_calibrate(args) -> int:
     import sys
 
     from .. import spec as spec_file
-    from ..fitting.calibrate import calibrate, score_folder
+    from ..features import FeatureCache
+    from ..fitting.calibrate import calibrate, calibrate_operating, load_folder, score_folder
     from ..roc import list_images
     from ..runtime import Detector
 
@@ -165,12 +167,41 @@ def cmd_calibrate(args) -> int:
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder of reference photos")
     det = Detector.load(args.detector, device=device_of(args))
-    p, skipped = score_folder(det, list_images(folder), batch=args.batch)
-    spec = calibrate(args.detector, p, fpr=args.fpr, out_path=args.out, source=folder.name, skipped=len(skipped))
+    if det.attribution is not None:  # one threshold, on the photos as given
+        p, skipped = score_folder(det, list_images(folder), batch=args.batch)
+        spec = calibrate(args.detector, p, fpr=args.fpr, out_path=args.out, source=folder.name,
+                         skipped=len(skipped))
+    else:  # the operating point, the photos presented in every laundering condition
+        photos, skipped = load_folder(det, list_images(folder))
+        cache = FeatureCache(args.cache, det.feature_context()) if args.cache else None
+        spec = calibrate_operating(det, args.detector, photos, fpr=args.fpr, uncertain_rate=args.uncertain_rate,
+                                   out_path=args.out, source=folder.name, skipped=len(skipped), cache=cache)
     spec = spec_file.write_spec(args.out, spec)
-    print(json.dumps({"detector": str(args.out), "model_id": spec["model_id"], **spec["calibration"]}, indent=2))
+    print(json.dumps({"detector": str(args.out), "model_id": spec["model_id"], **spec["calibration"],
+                      **({"on_photos": spec["operating"]["on_photos"]} if "operating" in spec else {})}, indent=2))
     if skipped:
         print(f"{len(skipped)} files could not be decoded and were left out", file=sys.stderr)
+    return 0
+
+
+def cmd_fit_operating(args) -> int:
+    from gan_inversion.data import load_fashion_mnist
+
+    from ..fitting.operating import OperatingConfig, add_operating_point
+    from ..runtime import Detector
+
+    out = args.out or args.detector
+    if Path(out).resolve().parent != Path(args.detector).resolve().parent:
+        raise ValueError("--out must sit beside the detector file (it names its bundle and encoder relatively)")
+    det = Detector.load(args.detector, device=device_of(args))
+    reals = load_fashion_mnist(args.data, split="train", canvas=det.G.img_resolution)
+    cfg = OperatingConfig(target_fpr=args.target_fpr, uncertain_rate=args.uncertain_rate, batch=args.batch)
+    spec = add_operating_point(args.detector, reals, cfg=cfg, n=args.n, out_path=out, cache_dir=args.cache or None,
+                               device=device_of(args))
+    op = spec["operating"]
+    print(json.dumps({"detector": str(out), "model_id": spec["model_id"],
+                      "thresholds": {k: v["threshold"] for k, v in op["per_stratum"].items()},
+                      "on_photos": op["on_photos"]}, indent=2))
     return 0
 
 
@@ -228,6 +259,9 @@ def add_fit(sub) -> None:
                         "probe's fakes (repeatable; default: the embedded one)")
     s.add_argument("--no-aux-generator", action="store_true", help="no auxiliary generator")
     s.add_argument("--n-aux", type=int, default=e.fit.n_aux, help="samples per auxiliary generator")
+    s.add_argument("--n-operating", type=int, default=e.fit.n_operating,
+                   help="held-out photos the operating point is set on, each in every laundering condition "
+                        "(resynth fit-operating; 0: none, the evidence's threshold decides)")
     s.add_argument("--n-real", type=int, default=e.fit.n_real, help="the fit's photos (default %(default)s)")
     s.add_argument("--n-fake", type=int, default=e.fit.n_fake, help="the fit's samples (default %(default)s)")
     s.add_argument("--n-reference", type=int, default=e.fit.n_reference,
@@ -287,9 +321,30 @@ def add_others(sub) -> None:
                    help="false-positive rate allowed on them (default %(default)s, the fit's target)")
     s.add_argument("--out", required=True, help="the new detector file (.json)")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector to calibrate")
+    s.add_argument("--uncertain-rate", type=float, default=OperatingConfig.uncertain_rate,
+                   help="share of your photos to be answered 'uncertain' (the band's rate; default %(default)s)")
     s.add_argument("--batch", type=int, default=default_of(score_folder, "batch"), help="images scored together")
+    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder ('' for none)")
     add_device(s)
     s.set_defaults(func=cmd_calibrate)
+
+    o = OperatingConfig()
+    s = sub.add_parser("fit-operating", help="set a detector's operating point on the data plan's held-out photos: "
+                                             "the fake threshold per degradation stratum and the uncertain band")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
+    s.add_argument("--out", default=None, help="the new detector file, beside the old one (default: replace it)")
+    s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
+    s.add_argument("--n", type=int, default=None,
+                   help="photos of the plan's 'operating' slice, each presented in every laundering condition "
+                        f"(default: the fit's, {EMBEDDED.fit.n_operating} for the embedded configuration)")
+    s.add_argument("--target-fpr", type=float, default=o.target_fpr,
+                   help="share of those photos answered 'fake', per degradation stratum (default %(default)s)")
+    s.add_argument("--uncertain-rate", type=float, default=o.uncertain_rate,
+                   help="share of those photos answered 'uncertain' (default %(default)s)")
+    s.add_argument("--batch", type=int, default=o.batch, help="images per inversion batch")
+    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder ('' for none)")
+    add_device(s)
+    s.set_defaults(func=cmd_fit_operating)
 
     c = CascadeConfig()
     s = sub.add_parser("fit-cascade", help="add a two-stage cascade to a detector: the encoder's guess decides "

@@ -29,6 +29,7 @@ def _print_result(r, path: str, args, files) -> None:
         return
     warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
     why = f"  because: {'; '.join(r.reasons)}" if r.reasons else ""
+    why += f"  doubts: {'; '.join(r.doubts)}" if r.doubts else ""
     stage = f" [{r.stage} stage]" if r.stage else ""
     attr = ""
     if r.attribution is not None:

@@ -161,9 +161,10 @@ class EvidenceModel:
     def probability(self, c: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.a * np.asarray(c) + self.b, -500, 500)))
 
-    def _c_at_threshold(self, threshold: float | None = None) -> float:
-        t = min(max(self.threshold if threshold is None else threshold, 1e-12), 1 - 1e-12)
-        return max((np.log(t / (1 - t)) - self.b) / self.a, 0.0)
+    def _c_at_threshold(self, threshold=None) -> np.ndarray:
+        """The combined statistic at a threshold on p_fake (a number, or one per image)."""
+        t = np.clip(np.asarray(self.threshold if threshold is None else threshold, dtype=np.float64), 1e-12, 1 - 1e-12)
+        return np.maximum((np.log(t / (1 - t)) - self.b) / self.a, 0.0)
 
     @property
     def artifacts(self) -> dict | None:
@@ -198,24 +199,26 @@ class EvidenceModel:
             c[m] = -np.log(tail_probability(self.combine["reference"][k], f[m]))
         return c
 
-    def reason_levels(self, degradation: np.ndarray | None, n: int, threshold: float | None = None) -> np.ndarray:
-        """[N] the tail probability at or below which an evidence is named among an image's reasons."""
-        c_star = self._c_at_threshold(threshold)
+    def reason_levels(self, degradation: np.ndarray | None, n: int, threshold=None) -> np.ndarray:
+        """[N] the tail probability at or below which an evidence is named among an image's reasons (threshold: a
+        number, or one per image; None: the fitted one)."""
+        c_star = np.broadcast_to(self._c_at_threshold(threshold), (n,))
         out = np.ones(n)
         for k, m in stratum_masks(degradation, n, self.strata).items():
-            f_star = tail_quantile(self.combine["reference"][k], float(np.exp(-c_star)))
+            ref = self.combine["reference"][k]
+            f_star = np.array([tail_quantile(ref, float(np.exp(-c))) for c in c_star[m]])
             out[m] = np.exp(-f_star / len(self.names))
         return out
 
     def evaluate(self, decision: np.ndarray, appearance: np.ndarray, degradation: np.ndarray | None = None, *,
-                 artifacts: np.ndarray | None = None, threshold: float | None = None) -> Evidence:
+                 artifacts: np.ndarray | None = None, threshold=None) -> Evidence:
         """decision [N], appearance [N, F], degradation [N, 2] (estimated blur sigma, scale; None: undegraded),
-        artifacts [N] (the artifact CNN's logits, when it is an evidence). Reasons at `threshold` (None: the
-        fitted one)."""
+        artifacts [N] (the artifact CNN's logits, when it is an evidence). Reasons at `threshold` (a number or one
+        per image; None: the fitted one)."""
         return self.from_scores(self.scores(decision, appearance, artifacts), degradation, threshold=threshold)
 
     def from_scores(self, scores: dict[str, np.ndarray], degradation: np.ndarray | None = None, *,
-                    threshold: float | None = None) -> Evidence:
+                    threshold=None) -> Evidence:
         """Evidence of the evidences' raw scores (`scores`)."""
         q = self.tail_probabilities(scores, degradation)
         p = self.probability(self.statistic(q, degradation))

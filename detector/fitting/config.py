@@ -51,6 +51,8 @@ class FitConfig:
     aux_generators: tuple[str, ...] = ()  # auxiliary generator files (gan_inversion/auxiliary.py): their samples
                                           # join the linear probe's fakes, as many 'auxiliary' photos its photos
     n_aux: int = 2000           # samples per auxiliary generator (too few photos: the fit part's, repeated)
+    n_operating: int = 500      # photos the operating point is set on ('operating' slice), each presented in every
+                                # laundering condition (detector/fitting/operating.py)
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ FLAGS = {
             "n_reference": _flag("n-reference"), "artifact_cnn": lambda v: "--no-artifact-cnn",
             "n_artifact": _flag("n-artifact"), "reconstruction_fakes": lambda v: "--reconstruction-fakes",
             "aux_generators": lambda v: " ".join(f"--aux-generator {f}" for f in v) or "--no-aux-generator",
-            "n_aux": _flag("n-aux"), "latent_map": _flag("latent-map")},
+            "n_aux": _flag("n-aux"), "latent_map": _flag("latent-map"), "n_operating": _flag("n-operating")},
     "artifacts": {"max_epochs": _flag("artifact-epochs")},
     "real_model": {"n_components": _flag("real-components"), "mixture": _flag("real-mixture")},
     "reconstruction": {},

@@ -1,4 +1,5 @@
-"""Fitting a detector for a bundle: features (cached), classifier, evidences, threshold, detector file.
+"""Fitting a detector for a bundle: features (cached), classifier, evidences, threshold, detector file, and its
+operating point (detector/fitting/operating.py) where the train split holds the photos for it.
 
 Fitting data: the data plan's photos and fresh samples (8-bit quantised, as any saved fake is), with the same
 random laundering for both classes. Evaluation data never overlaps them (detector/plan.py).
@@ -42,6 +43,7 @@ from .images import (
     unused_reals,
 )
 from .latent_map import compute_latent_map
+from .operating import OperatingConfig, add_operating_point
 
 
 @dataclass
@@ -118,7 +120,12 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
         "config": {**config.to_dict(), "command": config.command()},
         "metrics": {},
     }
-    return spec_file.write_spec(out_path, spec)
+    spec = spec_file.write_spec(out_path, spec)
+    if evidence and has_photos(reals, cfg, "operating", cfg.n_operating):  # photos the fit did not use
+        spec = add_operating_point(out_path, reals, cfg=OperatingConfig(target_fpr=config.classifier.target_fpr,
+                                                                        batch=cfg.batch),
+                                   cache_dir=cache_dir, device=device, progress=progress)
+    return spec
 
 
 def _fit_evidences(fit: _Fit, reals: ImageDataset, images: torch.Tensor, X: np.ndarray, y: np.ndarray,

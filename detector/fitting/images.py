@@ -68,6 +68,7 @@ def data_plan(cfg) -> plan.DataPlan:
     """The data plan of a fit (a FitConfig): the fixed slots and the chained slices at its sizes."""
     return plan.DataPlan(n_fit=cfg.n_real, n_reference=cfg.n_reference, n_artifact=cfg.n_artifact,
                          n_reconstruction=cfg.n_reconstruction_train, n_auxiliary=cfg.n_aux * len(cfg.aux_generators),
+                         n_operating=cfg.n_operating,
                          reference_offset=cfg.reference_offset)
 
 

@@ -33,6 +33,7 @@ class AttributionDetector(Detector):
         self.primary_threshold = self.threshold
         self.attribution_spec = spec
         self.model_id, self.threshold = spec["model_id"], model.threshold
+        self.operating = None  # it decides at its attribution model's threshold, not at the primary's operating point
 
     @classmethod
     def from_spec(cls, path: Path, spec: dict, *, device="cpu", perceptual=None, **kwargs) -> AttributionDetector:
@@ -56,7 +57,7 @@ class AttributionDetector(Detector):
         return {**super().info, "attribution": {"generators": self.attribution.classes[1:],
                                                 "primary": self.primary_name}}
 
-    def reason_threshold(self) -> float | None:
+    def reason_threshold(self, X: np.ndarray | None = None) -> float | None:
         return None  # the primary's evidence names its reasons at the primary's own threshold
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:

@@ -36,7 +36,7 @@ class CascadeDetector(Detector):
     def first_stage_probabilities(self, X1: np.ndarray, appearance: np.ndarray) -> Evidence:
         fs = self.first_stage
         return fs.evidence.evaluate(fs.classifier.decision(X1), appearance, degradation_columns(X1, fs.classifier),
-                                    threshold=self.reason_threshold())
+                                    threshold=self.reason_threshold(X1))
 
     def cascade_probabilities(self, X1: np.ndarray, X: np.ndarray, images: torch.Tensor | None, *,
                               appearance: np.ndarray | None = None, artifacts: np.ndarray | None = None
@@ -73,7 +73,10 @@ class CascadeDetector(Detector):
             for k, i in enumerate(rest):
                 rows[i] = (1, k)
                 timings[i].update({**fb.timings_ms, "classify": ms2})
-        return Scored(ev=ev, stage1=decided, batches=batches, rows=rows, timings=timings)
+        X = np.stack([batches[b].values[k].numpy() for b, k in rows])  # each image's row, from the stage that
+        judgement = self.judge(ev, X, fb1.names, images) if len(batches) == 1 or batches[1].names == fb1.names \
+            else None                                             # decided it
+        return Scored(ev=ev, stage1=decided, batches=batches, rows=rows, timings=timings, judgement=judgement)
 
     def _result(self, sc: Scored, i: int, **kwargs) -> ScoreResult:
         r = super()._result(sc, i, **kwargs)

@@ -24,6 +24,7 @@ from ..components.classifier import JsonClassifier
 from ..components.domain import Domain
 from ..components.evidence import REASON_GENERATOR, Evidence, EvidenceModel, degradation_columns
 from ..components.latent_map import LatentMap, ws_code
+from ..components.operating import Judgement, OperatingPoint, check_scores
 from ..features import FeatureConfig, appearance_features, extract_features, feature_context
 from ..imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_faces, prepare_image
 from ..spec import DetectorError, read_spec
@@ -47,6 +48,7 @@ class Scored:
     rows: list[tuple[int, int]]      # per image: (batch, row in it)
     timings: list[dict]              # per image, ms per step
     attribution: np.ndarray | None = None  # [N, K] class probabilities (attribution detectors)
+    judgement: Judgement | None = None     # the operating point's thresholds and doubts (detectors with one)
 
 
 class Detector:
@@ -69,8 +71,11 @@ class Detector:
             raise DetectorError("the detector weighs the artifact CNN, but none was given")
         self.artifact_net = artifact_net.to(device) if artifact_net is not None else None
         self.latent_map = LatentMap(spec["latent_map"]) if "latent_map" in spec["contents"] else None
-        # 'fake' when p_fake > threshold: the combined evidence's threshold, or the classifier's alone
-        self.threshold: float = self.evidence.threshold if self.evidence else self.classifier.threshold
+        # the operating point (detector/components/operating.py): a fake threshold per degradation stratum and the
+        # uncertain band; without one, 'fake' when p_fake > the combined evidence's threshold (or the classifier's)
+        self.operating = OperatingPoint(spec["operating"]) if "operating" in spec["contents"] else None
+        self.threshold: float = (self.operating.headline_threshold if self.operating else
+                                 self.evidence.threshold if self.evidence else self.classifier.threshold)
         self.feature_cfg = FeatureConfig.from_dict(spec["features"])
         self.fitted_refine_steps = self.feature_cfg.refine_steps
         if refine_steps is not None and refine_steps != self.fitted_refine_steps:
@@ -115,7 +120,12 @@ class Detector:
                 "refine_steps": self.feature_cfg.refine_steps, "space": self.feature_cfg.space,
                 "degradations": [list(d) for d in self.feature_cfg.degradations],
                 "threshold": self.threshold,
-                "target_fpr": (self.spec["evidence"] if self.evidence else self.spec["classifier"])["target_fpr"],
+                "target_fpr": (self.spec["operating"] if self.operating else self.spec["evidence"] if self.evidence
+                               else self.spec["classifier"])["target_fpr"],
+                "operating": None if self.operating is None else {
+                    "thresholds": {k: v["threshold"] for k, v in self.operating.per_stratum.items()},
+                    "strata": self.operating.strata, "uncertain_rate": self.operating.uncertain_rate,
+                    "checks": self.operating.checks},
                 "evidence": list(self.evidence.names) if self.evidence else ["generator"], "cascade": None,
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
                 "calibration": self.spec.get("calibration"), "framing": self.bundle.framing, "attribution": None}
@@ -153,7 +163,7 @@ class Detector:
         if artifacts is None and images is not None:
             artifacts = self.artifact_scores(images)  # None for a detector without the artifact CNN
         return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier),
-                                      artifacts=artifacts, threshold=self.reason_threshold())
+                                      artifacts=artifacts, threshold=self.reason_threshold(X))
 
     def cascade_probabilities(self, X1: np.ndarray | None, X: np.ndarray, images: torch.Tensor | None, *,
                               appearance: np.ndarray | None = None, artifacts: np.ndarray | None = None
@@ -163,9 +173,24 @@ class Detector:
         p = self.probabilities(X, images, appearance=appearance, artifacts=artifacts).p_fake
         return p, np.zeros(len(p), dtype=bool)
 
-    def reason_threshold(self) -> float | None:
-        """The threshold the evidences' reasons are named at (None: the evidence's own fitted one)."""
-        return self.threshold
+    def reason_threshold(self, X: np.ndarray | None = None):
+        """The threshold the evidences' reasons are named at: each row's of feature rows X [N, F] (its stratum's,
+        with an operating point), or the detector's."""
+        return self.thresholds_for(X) if X is not None else self.threshold
+
+    def thresholds_for(self, X: np.ndarray):
+        """[N] the fake threshold of each feature row (its degradation stratum's, with an operating point), or the
+        detector's one threshold."""
+        if self.operating is None:
+            return self.threshold
+        return self.operating.thresholds(degradation_columns(X, self.classifier), len(X))
+
+    def judge(self, ev: Evidence, X: np.ndarray, names: list[str], images: torch.Tensor | None) -> Judgement | None:
+        """The operating point's thresholds and doubts of these images (None: the detector has none)."""
+        if self.operating is None:
+            return None
+        return self.operating.judge(ev.p_fake, check_scores(ev, X, names, images),
+                                    degradation_columns(X, self.classifier))
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:
         if self.evidence is None:
@@ -192,15 +217,22 @@ class Detector:
         """The fitted domain an image's features are checked against (a cascade's first stage has its own)."""
         return self.domain
 
-    def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray, *, X1: np.ndarray | None = None,
+    def verdicts(self, X: np.ndarray, names: list[str], p: np.ndarray, *, ev: Evidence | None = None,
+                 images: torch.Tensor | None = None, X1: np.ndarray | None = None,
                  decided: np.ndarray | None = None) -> list[str]:
-        """Verdicts of feature rows [N, F] with their probabilities (the input decoding's own warnings aside);
-        with a cascade, the rows decided at stage 1 are judged on their stage-1 rows X1."""
+        """Verdicts of feature rows [N, F] with their probabilities (the input decoding's own warnings aside), and
+        with an operating point, of the full evidence `ev` of the same rows and their images; with a cascade, the
+        rows decided at stage 1 are judged on their stage-1 rows X1."""
+        j = None if ev is None else self.judge(ev, X, names, images)
+        if j is None and self.operating is not None:
+            raise ValueError("a detector with an operating point judges images on their evidence: pass ev and images")
         out = []
         for i, pi in enumerate(p):
             first = decided is not None and bool(decided[i])
             x = X1[i] if first else X[i]
-            out.append(self.policy.verdict(float(pi), self.threshold, self.warnings(None, x, names, first_stage=first)))
+            t, doubts = (self.threshold, []) if j is None else (float(j.threshold[i]), j.doubts[i])
+            out.append(self.policy.verdict(float(pi), t, self.warnings(None, x, names, first_stage=first),
+                                           doubts=doubts))
         return out
 
     # ------------------------------------------------------------------ scoring
@@ -226,18 +258,22 @@ class Detector:
         A, L, pixel_ms = self.pixel_evidence(images)
         fb = self.features(images, self.feature_cfg, self.classifier, explain=explain)
         t0 = time.perf_counter()
-        ev = self.probabilities(fb.values.numpy(), images, appearance=A, artifacts=L)
+        X = fb.values.numpy()
+        ev = self.probabilities(X, images, appearance=A, artifacts=L)
+        judgement = self.judge(ev, X, fb.names, images)
         timings = {**pixel_ms, **fb.timings_ms, "classify": 1000 * (time.perf_counter() - t0) / max(N, 1)}
         return Scored(ev=ev, stage1=np.zeros(N, dtype=bool), batches=[fb], rows=[(0, i) for i in range(N)],
-                      timings=[timings] * N)
+                      timings=[timings] * N, judgement=judgement)
 
-    def _stability(self, images: torch.Tensor, p: np.ndarray) -> list[list[str]]:
+    def _stability(self, images: torch.Tensor, sc: Scored) -> list[list[str]]:
         """Per image, the mild re-degradations (STABILITY_CHECKS) under which its verdict flips."""
         flips: list[list[str]] = [[] for _ in range(len(images))]
+        fake = sc.ev.p_fake > self.threshold if sc.judgement is None else sc.judgement.fake
         for kind, strength in STABILITY_CHECKS[: self.policy.stability_checks]:
             moved = laundering.apply(images.cpu(), kind, strength).to(self.device)
-            pk = self._score(moved).ev.p_fake
-            for i in np.flatnonzero((pk > self.threshold) != (p > self.threshold)):
+            mk = self._score(moved)
+            fake_k = mk.ev.p_fake > self.threshold if mk.judgement is None else mk.judgement.fake
+            for i in np.flatnonzero(fake_k != fake):
                 flips[i].append(f"{kind} {strength:g}")
         return flips
 
@@ -251,9 +287,12 @@ class Detector:
         warnings = self.warnings(prep, x, fb.names, first_stage=bool(sc.stage1[i]))
         if flips:
             warnings.append(f"{UNSTABLE}: the verdict flips under mild re-degradation ({', '.join(flips)})")
+        j = sc.judgement
+        t, doubts = (self.threshold, []) if j is None else (float(j.threshold[i]), j.doubts[i])
+        verdict = self.policy.verdict(p, t, warnings, doubts=doubts)
         r = ScoreResult(
-            source=source, p_fake=p, verdict=self.policy.verdict(p, self.threshold, warnings),
-            threshold=self.threshold, reasons=self.reasons(sc.ev, i),
+            source=source, p_fake=p, verdict=verdict, threshold=t, reasons=self.reasons(sc.ev, i),
+            doubts=list(doubts) if verdict == "uncertain" else [],
             tail_probabilities=None if self.evidence is None else sc.ev.tail_probabilities(i),
             model_id=self.model_id, features=dict(zip(fb.names, map(float, x), strict=True)), timings_ms=timings,
             warnings=warnings, degradation=fb.degradations[k] if fb.degradations else None)
@@ -275,7 +314,7 @@ class Detector:
         """images [N, C, H, W] in [-1, 1] (already the model's input)."""
         N = images.shape[0]
         sc = self._score(images, explain=explain)
-        flips = self._stability(images, sc.ev.p_fake)
+        flips = self._stability(images, sc)
         return [self._result(sc, i, images=images, prep=preps[i] if preps else None,
                              source=sources[i] if sources else f"image{i}", decode_ms=(decode_ms or [0.0] * N)[i],
                              flips=flips[i], explain=explain) for i in range(N)]

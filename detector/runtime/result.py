@@ -19,6 +19,8 @@ class ScoreResult:
     evidence: dict[str, bytes] = field(default_factory=dict)  # PNG bytes, on request
     degradation: dict[str, float] | None = None  # estimated (degradation-aware detectors): blur_sigma, scale
     reasons: list[str] = field(default_factory=list)  # the evidence that drove a verdict over the threshold
+    doubts: list[str] = field(default_factory=list)  # an 'uncertain' verdict's: the checks against photos the
+                                                     # image failed (detector/components/operating.py)
     tail_probabilities: dict[str, float] | None = None  # share of reference photos at least as extreme, per
                                                          # evidence ('generator', 'photos', 'probe', 'artifacts';
                                                          # detector/components/evidence.py)
@@ -34,6 +36,7 @@ class ScoreResult:
         d = {"source": self.source, "p_fake": self.p_fake, "verdict": self.verdict, "threshold": self.threshold,
              "model_id": self.model_id, "timings_ms": self.timings_ms, "warnings": list(self.warnings)}
         d["reasons"] = list(self.reasons)
+        d["doubts"] = list(self.doubts)
         if self.tail_probabilities is not None:
             d["tail_probabilities"] = dict(self.tail_probabilities)
         if self.degradation is not None:

@@ -20,14 +20,18 @@ class VerdictPolicy:
     stability_checks: int = 0    # score this many mild re-degradations too (STABILITY_CHECKS, each one more
                                  # inversion); a verdict that flips under any of them is 'uncertain'
 
-    def verdict(self, p: float, threshold: float, warnings: list[str]) -> str:
+    def verdict(self, p: float, threshold: float, warnings: list[str], *, doubts: list[str] = ()) -> str:
+        """'fake' over the threshold, 'real' below it, 'uncertain' where a warning or margin says so, or, below
+        the threshold, where the operating point has doubts (checks the image fails against photos)."""
         if self.out_of_domain and any(w.startswith(OUT_OF_DOMAIN) for w in warnings):
             return "uncertain"
         if self.stability_checks and any(w.startswith(UNSTABLE) for w in warnings):
             return "uncertain"
         if self.margin > 0 and abs(_logit(p) - _logit(threshold)) < self.margin:
             return "uncertain"
-        return "fake" if p > threshold else "real"
+        if p > threshold:
+            return "fake"
+        return "uncertain" if doubts else "real"
 
 
 # Mild re-degradations that should not change a verdict: re-encoding, a slight blur, a slight resize.
