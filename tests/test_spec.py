@@ -38,7 +38,7 @@ def test_a_newer_or_unknown_version_and_other_files_are_refused(tmp_path):
 
 def test_contents_must_be_declared():
     spec = _embedded()
-    assert spec["contents"] == ["evidence", "artifacts", "cascade", "latent_map"]
+    assert spec["contents"] == ["evidence", "artifacts", "cascade", "latent_map", "operating"]
     undeclared = dict(spec, contents=["evidence", "artifacts"])
     with pytest.raises(DetectorError, match="declares contents"):
         spec_file.validate(undeclared)
@@ -53,5 +53,5 @@ def test_write_declares_contents_and_round_trips(tmp_path):
     spec = _embedded()
     del spec["latent_map"]
     out = spec_file.write_spec(tmp_path / "d.json", spec)
-    assert out["contents"] == ["evidence", "artifacts", "cascade"]
+    assert out["contents"] == ["evidence", "artifacts", "cascade", "operating"]
     assert spec_file.read_spec(tmp_path / "d.json") == out
