@@ -44,10 +44,12 @@ $(DATA): | $(STAMP)
 data: $(DATA)
 
 # What only the tests need from Debian: a headless browser and its driver (web page test), docker-compose
-# (compose file validation; no Docker engine needed), PostgreSQL (audits into a server the test starts).
-TEST_DEBS := chromium chromium-driver docker-compose postgresql
+# (compose file validation; no Docker engine needed), PostgreSQL (audits into a server the test starts), nginx
+# (the compose file's reverse proxy: its configuration checked and run on loopback).
+TEST_DEBS := chromium chromium-driver docker-compose postgresql nginx-light
 test-deps:
 	@missing=""; for c in chromium chromedriver docker-compose; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing=1; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \

@@ -7,21 +7,32 @@ import sys
 from detector import cli as detector_cli
 
 
+def server_config(app, settings, **overrides):
+    """uvicorn's configuration for the service: the guarded HTTP protocol (api/protocol.py), and no WebSocket
+    protocol, so an upgrade request reaches the app as a plain request and gets its JSON answer instead of
+    uvicorn's bare 403."""
+    import uvicorn
+
+    from .protocol import guarded_protocol
+
+    http = guarded_protocol(max_connections=settings.max_connections, header_timeout_s=settings.header_timeout_s,
+                            retry_after_s=settings.retry_after_s)
+    options = {"host": settings.host, "port": settings.port, "log_level": "info", "http": http, "ws": "none",
+               "timeout_keep_alive": 5, **overrides}
+    return uvicorn.Config(app, **options)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from .app import create_app
     from .memory import limit_arenas
-    from .protocol import guarded_protocol
     from .settings import settings_from_env
 
     settings = settings_from_env(detector=args.detector, host=args.host, port=args.port, device=args.device)
     limit_arenas(settings.malloc_arenas)  # before the server's threads exist (api/memory.py)
     print(f"resynth: serving {settings.detector} on http://{settings.host}:{settings.port}", flush=True)
-    http = guarded_protocol(max_connections=settings.max_connections, header_timeout_s=settings.header_timeout_s,
-                            retry_after_s=settings.retry_after_s)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", http=http,
-                timeout_keep_alive=5)
+    uvicorn.Server(server_config(create_app(settings), settings)).run()
     return 0
 
 

@@ -22,6 +22,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -94,21 +95,24 @@ async def run_level(url: str, images: list[bytes], concurrency: int, n: int) -> 
 
 
 @contextlib.contextmanager
-def serving(max_inflight: int | None, *, env_extra: dict | None = None):
-    """`resynth serve` in a subprocess on a free loopback port, ready; yields its URL (max_inflight None: the
+def server_process(max_inflight: int | None = None, *, env_extra: dict | None = None):
+    """`resynth serve` in a subprocess on a free loopback port, ready; yields (URL, process) (max_inflight None: the
     service's default)."""
     port = _free_port()
     env = {**os.environ, "RESYNTH_PORT": str(port), "RESYNTH_HOST": "127.0.0.1", **(env_extra or {})}
     if max_inflight is not None:
         env["RESYNTH_MAX_INFLIGHT"] = str(max_inflight)
+    # the server's log goes to a file: a pipe nobody reads would stall a long run once it fills
+    log = tempfile.TemporaryFile()
     server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
         while True:
             if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise SystemExit(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
             try:
                 if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                     break
@@ -117,10 +121,18 @@ def serving(max_inflight: int | None, *, env_extra: dict | None = None):
             if time.monotonic() > deadline:
                 raise SystemExit("server not ready after 300 s")
             time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
+
+
+@contextlib.contextmanager
+def serving(max_inflight: int | None, *, env_extra: dict | None = None):
+    """`resynth serve` in a subprocess on a free loopback port, ready; yields its URL."""
+    with server_process(max_inflight, env_extra=env_extra) as (url, _):
+        yield url
 
 
 def main(argv=None) -> int:

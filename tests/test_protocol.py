@@ -11,7 +11,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from api.protocol import guarded_protocol
+from api.cli import server_config
+from api.settings import Settings
 
 LIMIT = 4
 
@@ -31,8 +32,8 @@ def server():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    http = guarded_protocol(max_connections=LIMIT, header_timeout_s=1.0, retry_after_s=7)
-    srv = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", timeout_keep_alive=30))
+    settings = Settings(max_connections=LIMIT, header_timeout_s=1.0, retry_after_s=7)
+    srv = uvicorn.Server(server_config(app, settings, log_level="warning", timeout_keep_alive=30))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -134,3 +135,13 @@ def test_at_the_limit_of_requests_in_progress_a_newcomer_gets_a_json_503(server)
         assert st == 200 and b == {"a": 1}
         s.close()
     assert _get(server)[0] == 200
+
+
+def test_an_upgrade_request_gets_the_apps_answer_not_uvicorns_bare_403(server):
+    """The service speaks no WebSocket: an upgrade request is an ordinary request to the app (uvicorn's WebSocket
+    protocol would refuse it with an empty 403 of its own)."""
+    with _connect(server) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        status, headers, body = _response(s)
+    assert status == 200 and headers["content-type"] == "application/json" and body == {"ok": True}
