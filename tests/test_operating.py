@@ -140,3 +140,52 @@ def test_a_fit_sets_its_operating_point_on_held_out_photos(tmp_path):
     other = ImageDataset(images=reals.images.flip(0), name="other")
     with pytest.raises(OperatingPointError, match="not the train split"):
         add_operating_point(tmp_path / "det.json", other, n=60, progress=False)
+
+
+def _laundered_photos(n: int, seed: int):
+    """Synthetic photos in three conditions of one degradation stratum whose scores differ (noisy photos score
+    higher, as they do), each condition leaving its own presentation statistics."""
+    rng = np.random.default_rng(seed)
+    cond = np.arange(n) % 3                                  # clean, noise0.02, jpeg50
+    logit_p = rng.normal(-4, 1, n) + np.array([0.0, 1.2, -0.5])[cond]
+    stats = rng.normal(0, 1, (n, 5)) * 0.3 + np.array([[0.6, 0.0, 0.1, 0.01, 0.0],
+                                                        [0.3, 0.1, 0.2, 0.08, 0.0],
+                                                        [0.5, 0.05, 0.1, 0.02, 0.01]])[cond] * 10
+    scores = {"combined": logit_p, "generator": rng.normal(0, 1, n)}
+    return 1 / (1 + np.exp(-logit_p)), scores, np.c_[np.zeros(n), np.ones(n)], stats, np.arange(n) // 3, cond
+
+
+def test_presentation_cells_hold_every_laundering_to_the_rate():
+    conditions = ("clean", "noise0.02", "jpeg50")
+    p, s, deg, stats, photo, cond = _laundered_photos(9000, seed=4)
+    cfg = OperatingConfig(target_fpr=0.01, uncertain_rate=0.10, conditions=conditions)
+    spec = fit_operating_point(p, s, deg, photo=photo, condition=cond, cfg=cfg, stats=stats)
+    assert set(spec["cells"]["thresholds"]) == set(conditions) and min(spec["cells"]["own_cell"].values()) > 0.9
+    assert spec["cells"]["thresholds"]["noise0.02"] > spec["cells"]["thresholds"]["clean"]
+    op = OperatingPoint(spec)
+    p2, s2, deg2, stats2, _, cond2 = _laundered_photos(60000, seed=5)  # photos the fit never saw
+    fake = op.judge(p2, s2, deg2, stats2).fake
+    for k in range(3):
+        assert 0.005 <= fake[cond2 == k].mean() <= 0.015, (conditions[k], fake[cond2 == k].mean())
+    with pytest.raises(ValueError, match="presentation_stats"):
+        op.judge(p2, s2, deg2)  # thresholds by cell need the images' statistics
+    one = OperatingPoint(fit_operating_point(p, s, deg, photo=photo, condition=cond, stats=stats,
+                                             cfg=OperatingConfig(conditions=conditions, cells=False)))
+    mixed = one.judge(p2, s2, deg2).fake  # one threshold for the stratum's mixture: noisy photos pay for it
+    assert mixed[cond2 == 1].mean() > 0.015 and mixed[cond2 == 2].mean() < 0.005
+
+
+def test_presentation_stats_see_the_launderings():
+    from detector import laundering
+    from detector.components.operating import PRESENTATION_STATS, presentation_stats
+
+    g = torch.Generator().manual_seed(0)
+    x = -torch.ones(6, 1, 32, 32)
+    x[:, :, 6:26, 8:24] = torch.rand(6, 1, 20, 16, generator=g) * 1.6 - 0.6   # an object on a black ground
+    st = dict(zip(PRESENTATION_STATS, presentation_stats(x).T, strict=True))
+    noisy = dict(zip(PRESENTATION_STATS, presentation_stats(laundering.apply(x, "noise", 0.02)).T, strict=True))
+    jpeg = dict(zip(PRESENTATION_STATS, presentation_stats(laundering.apply(x, "jpeg", 50)).T, strict=True))
+    blurred = dict(zip(PRESENTATION_STATS, presentation_stats(laundering.apply(x, "blur", 1.0)).T, strict=True))
+    assert np.all(noisy["black"] < st["black"]) and np.all(noisy["dark_detail"] > st["dark_detail"])
+    assert np.all(jpeg["near_black"] > st["near_black"])
+    assert np.all(blurred["sharpness"] < st["sharpness"])

@@ -46,13 +46,72 @@ DOUBTS = {
 FEATURE_CHECKS = {"unexplained": "perc_total", "unexplained_pixels": "pix_mse", "latent": "w_dist_avg"}
 
 
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    """|discrete Laplacian| of images [N, C, H, W] (float, CPU), same shape."""
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3).repeat(x.shape[1], 1, 1, 1)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1]).abs()
+
+
 def sharpness(images: torch.Tensor) -> np.ndarray:
     """[N] mean absolute discrete Laplacian of images [N, C, H, W] in [-1, 1] (higher: sharper or noisier)."""
+    return _laplacian(images.detach().float().cpu()).mean(dim=(1, 2, 3)).double().numpy()
+
+
+# What the presentation statistics measure, in the order `presentation_stats` returns them.
+PRESENTATION_STATS = ("black", "near_black", "sharpness", "dark_detail", "blockiness")
+
+
+def _blockiness(d: torch.Tensor) -> torch.Tensor:
+    """[N] how much the differences d [N, C, H, W-1] between neighbouring columns peak on one phase of an 8-pixel
+    grid (JPEG's block edges) above their mean over the eight phases."""
+    col = d.mean(dim=(1, 2))                                      # [N, W-1]
+    phases = torch.stack([col[:, p::8].mean(dim=1) for p in range(min(8, col.shape[1]))], dim=1)
+    return phases.max(dim=1).values - phases.mean(dim=1)
+
+
+def presentation_stats(images: torch.Tensor) -> np.ndarray:
+    """[N, 5] what a laundering leaves on images [N, C, H, W] in [-1, 1], whatever their content (PRESENTATION_STATS):
+    the share of exactly black pixels (noise and codecs' ringing lift them), of near-black ones (1-12 of 255),
+    the sharpness, the detail left in dark regions (noise's floor) and JPEG's 8-pixel blockiness (both axes)."""
     x = images.detach().float().cpu()
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    k = k.repeat(x.shape[1], 1, 1, 1)
-    lap = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
-    return lap.abs().mean(dim=(1, 2, 3)).double().numpy()
+    u = ((x + 1) * 127.5).round()                                 # 8-bit levels
+    lap = _laplacian(x)
+    dark = (F.max_pool2d(u, 3, stride=1, padding=1) <= 24).float()  # a pixel whose 3x3 neighbourhood is dark
+    dark_detail = (lap * dark).sum(dim=(1, 2, 3)) / dark.sum(dim=(1, 2, 3)).clamp(min=1)
+    block = _blockiness((x[..., :, 1:] - x[..., :, :-1]).abs()) + _blockiness(
+        (x[..., 1:, :] - x[..., :-1, :]).abs().transpose(2, 3))
+    out = torch.stack([(u <= 0).float().mean(dim=(1, 2, 3)), ((u > 0) & (u <= 12)).float().mean(dim=(1, 2, 3)),
+                       lap.mean(dim=(1, 2, 3)), dark_detail, block], dim=1)
+    return out.double().numpy()
+
+
+class PresentationCells:
+    """Which laundering an image most looks like, from its presentation statistics and estimated degradation: a
+    multinomial logistic model fitted on photos presented in every condition (detector/fitting/operating.py).
+    Each cell (a predicted condition) has its own fake threshold, so that the photos of every laundering, not only
+    their mixture within a degradation stratum, are held to the target rate."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.labels = list(spec["labels"])                        # [K] the conditions, as cells
+        self.mean, self.std = np.asarray(spec["mean"]), np.asarray(spec["std"])  # [F] standardisation
+        self.coef, self.intercept = np.asarray(spec["coef"]), np.asarray(spec["intercept"])  # [K, F], [K]
+        self.thresholds = dict(spec["thresholds"])               # cell -> threshold (cells too small: absent)
+        self.fallback = float(spec["fallback_threshold"])         # the threshold of cells without their own
+
+    @staticmethod
+    def inputs(stats: np.ndarray, degradation: np.ndarray | None) -> np.ndarray:
+        """[N, F] the model's inputs: the presentation statistics and the estimated degradation (blur, scale)."""
+        stats = np.asarray(stats, dtype=np.float64)
+        deg = np.c_[np.zeros(len(stats)), np.ones(len(stats))] if degradation is None else degradation
+        return np.c_[stats, np.asarray(deg, dtype=np.float64)]
+
+    def assign(self, stats: np.ndarray, degradation: np.ndarray | None) -> list[str]:
+        z = (self.inputs(stats, degradation) - self.mean) / self.std
+        return [self.labels[k] for k in np.argmax(z @ self.coef.T + self.intercept, axis=1)]
+
+    def threshold_of(self, cells: list[str]) -> np.ndarray:
+        return np.array([self.thresholds.get(c, self.fallback) for c in cells], dtype=np.float64)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -93,6 +152,7 @@ class OperatingPoint:
         if spec.get("format") != OPERATING_FORMAT:
             raise ValueError(f"not a {OPERATING_FORMAT} spec")
         self.spec = spec
+        self.cells = PresentationCells(spec["cells"]) if spec.get("cells") else None  # None: strata's thresholds
         self.strata = spec.get("strata")  # bounds as the evidence's (None: one stratum, "all")
         self.target_fpr = float(spec["target_fpr"])
         self.uncertain_rate = float(spec["uncertain_rate"])
@@ -107,8 +167,11 @@ class OperatingPoint:
     def masks(self, degradation: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
         return stratum_masks(degradation, n, self.strata)
 
-    def thresholds(self, degradation: np.ndarray | None, n: int) -> np.ndarray:
-        """[N] each image's fake threshold (its stratum's)."""
+    def thresholds(self, degradation: np.ndarray | None, n: int, stats: np.ndarray | None = None) -> np.ndarray:
+        """[N] each image's fake threshold: its presentation cell's, when the operating point has cells and the
+        images' presentation statistics [N, 5] are given, else its degradation stratum's."""
+        if self.cells is not None and stats is not None:
+            return self.cells.threshold_of(self.cells.assign(stats, degradation))
         t = np.zeros(n)
         for k, m in self.masks(degradation, n).items():
             t[m] = self.per_stratum[k]["threshold"]
@@ -127,11 +190,15 @@ class OperatingPoint:
                 out[c][m] = -np.log(tail_probability(ref[c], np.asarray(scores[c])[m]))
         return out
 
-    def judge(self, p_fake: np.ndarray, scores: dict[str, np.ndarray], degradation: np.ndarray | None
-              ) -> Judgement:
+    def judge(self, p_fake: np.ndarray, scores: dict[str, np.ndarray], degradation: np.ndarray | None,
+              stats: np.ndarray | None = None) -> Judgement:
+        """Thresholds (by presentation cell with `stats`, else by stratum) and doubts of these images."""
         p = np.asarray(p_fake, dtype=np.float64)
         n = len(p)
-        t = self.thresholds(degradation, n)
+        if self.cells is not None and stats is None:
+            raise ValueError("this operating point sets its thresholds by presentation cell: pass the images' "
+                             "presentation_stats")
+        t = self.thresholds(degradation, n, stats)
         s = self.surprise(scores, degradation)
         m_star, stratum = np.zeros(n), np.empty(n, dtype=object)
         for k, m in self.masks(degradation, n).items():

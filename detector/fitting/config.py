@@ -51,8 +51,9 @@ class FitConfig:
     aux_generators: tuple[str, ...] = ()  # auxiliary generator files (gan_inversion/auxiliary.py): their samples
                                           # join the linear probe's fakes, as many 'auxiliary' photos its photos
     n_aux: int = 2000           # samples per auxiliary generator (too few photos: the fit part's, repeated)
-    n_operating: int = 500      # photos the operating point is set on ('operating' slice), each presented in every
-                                # laundering condition (detector/fitting/operating.py)
+    n_operating: int = 1000     # photos the operating point is set on ('operating' slice), each presented in every
+                                # laundering condition (detector/fitting/operating.py): a presentation cell's
+                                # threshold at 1% then rests on about 10 photos above it
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ are presented as a user's files in every laundering condition (detector.launderi
 detector. Per degradation stratum:
 
 - the `fake` threshold is the photos' at `target_fpr` (at most that share of them above it);
+- with presentation cells (the default), a model of which laundering an image looks like (its presentation
+  statistics and estimated degradation; components/operating.PresentationCells) is fitted on the photos'
+  conditions, and each cell it predicts gets its own threshold at `target_fpr` on the photos it assigns there:
+  within a stratum, noisy or shrunk photos score higher than clean ones, and one threshold for their mixture
+  over-flags the one and under-flags the other;
 - the photos are split in two halves by photo (a photo's copies stay together): the checks' tail references are
   measured on one half, and the band's level M* on the other, so that the share of photos failing a check
   without being `fake` is `uncertain_rate` on photos the references did not see.
@@ -22,12 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from gan_inversion.data import ImageDataset
 
 from .. import laundering
 from ..components.evidence import degradation_columns, stratum_masks
-from ..components.operating import OPERATING_FORMAT, OperatingPoint, check_scores
+from ..components.operating import (
+    OPERATING_FORMAT,
+    PRESENTATION_STATS,
+    OperatingPoint,
+    PresentationCells,
+    check_scores,
+    presentation_stats,
+)
 from ..features import FeatureCache, features_for
 from ..imageio import as_files
 from ..runtime import Detector
@@ -48,6 +61,7 @@ class OperatingConfig:
     uncertain_rate: float = 0.10   # share of photos answered 'uncertain' (not fake, failing at least one check)
     conditions: tuple[str, ...] = tuple(laundering.CONDITIONS)  # the laundering conditions each photo is presented in
     tail_fraction: float = 0.1     # the top share of photos' scores each check's exponential tail is fitted to
+    cells: bool = True             # fake thresholds per presentation cell (else per degradation stratum)
     seed: int = 0                  # the photos' split into the references' half and the band's half
     batch: int = 50                # images per inversion batch
 
@@ -71,22 +85,55 @@ def presented(photos: torch.Tensor, framing: dict | None, conditions: tuple[str,
 
 
 def score_photos(det, images: torch.Tensor, *, cache: FeatureCache | None, batch: int = 50, progress: bool = True
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
-    """(p_fake [N], every check's score, estimated degradation [N, 2] or None) of images as the detector serves
-    them (fully refined; features through the cache)."""
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
+    """(p_fake [N], every check's score, estimated degradation [N, 2] or None, presentation statistics [N, 5]) of
+    images as the detector serves them (fully refined; features through the cache)."""
     X, names = features_for(images.to(det.device), G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
                             feature_cfg=det.feature_cfg, batch=batch, cache=cache, desc="operating-point photos",
                             progress=progress)
     ev = det.probabilities(X, images)
-    return ev.p_fake, check_scores(ev, X, names, images), degradation_columns(X, det.classifier)
+    return (ev.p_fake, check_scores(ev, X, names, images), degradation_columns(X, det.classifier),
+            presentation_stats(images))
+
+
+def fit_cells(p: np.ndarray, stats: np.ndarray, degradation: np.ndarray | None, *, condition: np.ndarray,
+              conditions: tuple[str, ...], target_fpr: float) -> dict:
+    """The presentation cells' spec: a multinomial logistic model of the photos' conditions from their
+    presentation statistics and estimated degradation, and per predicted cell the threshold at `target_fpr` on
+    the photos it holds; cells with fewer than min_photos(target_fpr) share one threshold (`fallback`)."""
+    Z = PresentationCells.inputs(stats, degradation)
+    mean, std = Z.mean(axis=0), Z.std(axis=0)
+    std[std < 1e-12] = 1.0
+    model = LogisticRegression(C=1.0, max_iter=5000).fit((Z - mean) / std, condition)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # sklearn gives one row for two classes: class 1 wins where it is positive
+        coef, intercept = np.r_[np.zeros_like(coef), coef], np.r_[0.0, intercept]
+    spec = {"inputs": [*PRESENTATION_STATS, "blur_sigma", "scale"], "labels": [conditions[k] for k in model.classes_],
+            "mean": mean.tolist(), "std": std.tolist(), "coef": coef.tolist(), "intercept": intercept.tolist(),
+            "thresholds": {}, "fallback_threshold": 0.0}
+    assigned = np.array(PresentationCells(spec).assign(stats, degradation))
+    need, small = min_photos(target_fpr), np.zeros(len(p), dtype=bool)
+    for c in spec["labels"]:
+        m = assigned == c
+        if m.sum() >= need:
+            spec["thresholds"][c] = threshold_at_fpr(p[m], target_fpr)
+        else:
+            small |= m
+    spec["fallback_threshold"] = threshold_at_fpr(p[small] if small.sum() >= need else p, target_fpr)
+    spec["sizes"] = {c: int((assigned == c).sum()) for c in spec["labels"]}
+    # how often each condition's photos land in their own cell (the rest share a cell with another condition)
+    spec["own_cell"] = {name: float((assigned[condition == k] == name).mean())
+                        for k, name in enumerate(conditions) if (condition == k).any()}
+    return spec
 
 
 def fit_operating_point(p: np.ndarray, scores: dict[str, np.ndarray], degradation: np.ndarray | None, *,
                         photo: np.ndarray, condition: np.ndarray, cfg: OperatingConfig = OperatingConfig(),
-                        strata: dict | None = None, source: str = "") -> dict:
+                        strata: dict | None = None, stats: np.ndarray | None = None, source: str = "") -> dict:
     """The operating point's JSON spec from photos' p_fake [N], check scores and estimated degradation, each row a
     presentation of photo `photo[i]` in condition `condition[i]` (an index into cfg.conditions). `strata`: the
-    evidence's bounds (None: one stratum)."""
+    evidence's bounds (None: one stratum). `stats`: the presentations' statistics [N, 5] (presentation_stats), for
+    thresholds per presentation cell (cfg.cells)."""
     if not 0 < cfg.target_fpr < 0.5 or not 0 < cfg.uncertain_rate < 0.5:
         raise OperatingPointError(f"the rates must lie in (0, 0.5): target_fpr {cfg.target_fpr}, "
                                   f"uncertain_rate {cfg.uncertain_rate}")
@@ -109,16 +156,20 @@ def fit_operating_point(p: np.ndarray, scores: dict[str, np.ndarray], degradatio
         per[k] = {"threshold": float(t), "m_star": 0.0, "reference": ref, "n": int(m.sum())}
     spec = {"format": OPERATING_FORMAT, "target_fpr": cfg.target_fpr, "uncertain_rate": cfg.uncertain_rate,
             "checks": checks, **({"strata": strata} if strata is not None else {}), "per_stratum": per}
+    if cfg.cells and stats is not None:
+        spec["cells"] = fit_cells(p, stats, degradation, condition=condition, conditions=cfg.conditions,
+                                  target_fpr=cfg.target_fpr)
     op = OperatingPoint(spec)
     s = op.surprise(scores, degradation)
     M = np.max(np.stack([s[c] for c in checks]), axis=0)  # [N] the strongest check
+    t_img = op.thresholds(degradation, n, stats)  # [N] each presentation's fake threshold
     for k, m in masks.items():
         band = m & ~in_ref
-        calm = np.sort(M[band & (p <= per[k]["threshold"])])[::-1]  # not fake, most surprising first
+        calm = np.sort(M[band & (p <= t_img)])[::-1]  # not fake, most surprising first
         j = int(np.floor(cfg.uncertain_rate * band.sum()))  # photos of the band's half allowed 'uncertain'
         per[k]["m_star"] = float(calm[j]) if j < len(calm) else float("-inf")
     op = OperatingPoint(spec)
-    spec["on_photos"] = shares(op, p, scores, degradation, condition, cfg.conditions)
+    spec["on_photos"] = shares(op, p, scores, degradation, condition, cfg.conditions, stats)
     spec["photos"] = {"source": source, "n_photos": int(photo.max()) + 1, "presentations": n,
                       "conditions": list(cfg.conditions), "config": asdict(cfg)}
     return spec
@@ -130,9 +181,9 @@ CHECK_ORDER = ("combined", "generator", "photos", "probe", "artifacts", "unexpla
 
 
 def shares(op: OperatingPoint, p: np.ndarray, scores: dict[str, np.ndarray], degradation: np.ndarray | None,
-           condition: np.ndarray, conditions: tuple[str, ...]) -> dict:
+           condition: np.ndarray, conditions: tuple[str, ...], stats: np.ndarray | None = None) -> dict:
     """Per condition, the share of these images answered fake / uncertain / real (the fitting photos' own)."""
-    j = op.judge(p, scores, degradation)
+    j = op.judge(p, scores, degradation, stats)
     doubt = np.array([bool(d) for d in j.doubts])
     out = {}
     for k, name in enumerate(conditions):
@@ -148,10 +199,10 @@ def operating_point(det, photos: torch.Tensor, *, cfg: OperatingConfig = Operati
     """Score `photos` [N, C, H, W] (float images of the photos' native framing, never seen by the fit) in every
     condition and fit the operating point on them."""
     images, photo, condition = presented(photos, det.bundle.framing, cfg.conditions)
-    p, scores, degradation = score_photos(det, images, cache=cache, batch=cfg.batch, progress=progress)
+    p, scores, degradation, stats = score_photos(det, images, cache=cache, batch=cfg.batch, progress=progress)
     strata = det.evidence.strata if det.evidence is not None else None
     return fit_operating_point(p, scores, degradation, photo=photo, condition=condition, cfg=cfg, strata=strata,
-                               source=source)
+                               stats=stats, source=source)
 
 
 def add_operating_point(detector_path: str | Path, reals: ImageDataset, *, cfg: OperatingConfig = OperatingConfig(),

@@ -24,7 +24,7 @@ from ..components.classifier import JsonClassifier
 from ..components.domain import Domain
 from ..components.evidence import REASON_GENERATOR, Evidence, EvidenceModel, degradation_columns
 from ..components.latent_map import LatentMap, ws_code
-from ..components.operating import Judgement, OperatingPoint, check_scores
+from ..components.operating import Judgement, OperatingPoint, check_scores, presentation_stats
 from ..features import FeatureConfig, appearance_features, extract_features, feature_context
 from ..imageio import DEFAULT_MAX_PIXELS, PreparedImage, prepare_faces, prepare_image
 from ..spec import DetectorError, read_spec
@@ -163,7 +163,7 @@ class Detector:
         if artifacts is None and images is not None:
             artifacts = self.artifact_scores(images)  # None for a detector without the artifact CNN
         return self.evidence.evaluate(self.classifier.decision(X), A, degradation_columns(X, self.classifier),
-                                      artifacts=artifacts, threshold=self.reason_threshold(X))
+                                      artifacts=artifacts, threshold=self.reason_threshold(X, images))
 
     def cascade_probabilities(self, X1: np.ndarray | None, X: np.ndarray, images: torch.Tensor | None, *,
                               appearance: np.ndarray | None = None, artifacts: np.ndarray | None = None
@@ -173,24 +173,26 @@ class Detector:
         p = self.probabilities(X, images, appearance=appearance, artifacts=artifacts).p_fake
         return p, np.zeros(len(p), dtype=bool)
 
-    def reason_threshold(self, X: np.ndarray | None = None):
-        """The threshold the evidences' reasons are named at: each row's of feature rows X [N, F] (its stratum's,
-        with an operating point), or the detector's."""
-        return self.thresholds_for(X) if X is not None else self.threshold
+    def reason_threshold(self, X: np.ndarray | None = None, images: torch.Tensor | None = None):
+        """The threshold the evidences' reasons are named at: each row's of feature rows X [N, F] and their images
+        (its presentation cell's or stratum's, with an operating point), or the detector's."""
+        return self.thresholds_for(X, images) if X is not None else self.threshold
 
-    def thresholds_for(self, X: np.ndarray):
-        """[N] the fake threshold of each feature row (its degradation stratum's, with an operating point), or the
-        detector's one threshold."""
+    def thresholds_for(self, X: np.ndarray, images: torch.Tensor | None = None):
+        """[N] the fake threshold of each feature row (with an operating point: its presentation cell's when the
+        images are given, else its degradation stratum's), or the detector's one threshold."""
         if self.operating is None:
             return self.threshold
-        return self.operating.thresholds(degradation_columns(X, self.classifier), len(X))
+        stats = None if images is None else presentation_stats(images)
+        return self.operating.thresholds(degradation_columns(X, self.classifier), len(X), stats)
 
     def judge(self, ev: Evidence, X: np.ndarray, names: list[str], images: torch.Tensor | None) -> Judgement | None:
         """The operating point's thresholds and doubts of these images (None: the detector has none)."""
         if self.operating is None:
             return None
         return self.operating.judge(ev.p_fake, check_scores(ev, X, names, images),
-                                    degradation_columns(X, self.classifier))
+                                    degradation_columns(X, self.classifier),
+                                    None if images is None else presentation_stats(images))
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:
         if self.evidence is None:
