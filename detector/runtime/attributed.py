@@ -57,7 +57,7 @@ class AttributionDetector(Detector):
         return {**super().info, "attribution": {"generators": self.attribution.classes[1:],
                                                 "primary": self.primary_name}}
 
-    def reason_threshold(self, X: np.ndarray | None = None) -> float | None:
+    def reason_threshold(self, X: np.ndarray | None = None, images: torch.Tensor | None = None) -> float | None:
         return None  # the primary's evidence names its reasons at the primary's own threshold
 
     def reasons(self, ev: Evidence, i: int) -> list[str]:
