@@ -17,6 +17,7 @@ from .convert import FORMATS
 from .defaults import DEFAULT_BUNDLE, DEFAULT_DATA, DEFAULT_ENCODER, DEFAULT_FID_NET, EMBEDDED_AUXILIARY, pick_device
 from .encoder import EncoderTrainConfig
 from .faces import FACE_MARGIN
+from .photos import add_real_arguments
 from .presets import PRESETS
 from .training import TrainConfig
 
@@ -78,13 +79,15 @@ def cmd_train(args) -> int:
 
 def cmd_train_encoder(args) -> int:
     from gan_inversion.checkpoints import load_bundle
-    from gan_inversion.data import load_fashion_mnist
     from gan_inversion.encoder import EncoderTrainConfig, train_encoder
     from gan_inversion.perceptual import build_perceptual
+    from gan_inversion.photos import photos_for
 
     device = pick_device(args.device)
     bundle = load_bundle(args.bundle, device=device)
-    reals = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)
+    G = bundle.G_ema
+    reals = photos_for(args, split="train", resolution=G.img_resolution, channels=G.img_channels,
+                       framing=bundle.framing)
     perc = build_perceptual(args.perceptual, input_size=args.perceptual_size).to(device)
     cfg = EncoderTrainConfig(steps=args.steps, batch_fake=args.batch, batch_real=args.batch, seed=args.seed)
     out = Path(args.out)
@@ -192,9 +195,16 @@ def cmd_export(args) -> int:
 
 def cmd_train_aux(args) -> int:
     from gan_inversion.auxiliary import sample_aux, save_aux, train_aux_gan
-    from gan_inversion.data import load_fashion_mnist, save_grid
+    from gan_inversion.checkpoints import load_bundle
+    from gan_inversion.data import save_grid
+    from gan_inversion.photos import photos_for
 
-    photos = load_fashion_mnist(args.data, split="train")
+    if args.real:  # the photos framed as the generator's detector will see them
+        b = load_bundle(args.bundle)
+        photos = photos_for(args, split="train", resolution=b.G_ema.img_resolution, channels=b.G_ema.img_channels,
+                            framing=b.framing)
+    else:
+        photos = photos_for(args, split="train", resolution=32, channels=1, framing=None)
     cfg = AuxTrainConfig(epochs=args.epochs, seed=args.seed, width=args.width)
     G, info = train_aux_gan(photos, family=args.family, cfg=cfg)
     out = Path(args.out)
@@ -247,6 +257,7 @@ def add_train(sub) -> None:
     s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle it inverts")
     s.add_argument("--out", default=str(DEFAULT_ENCODER), help="the encoder file (resumed when it is unfinished)")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root: its real photos")
+    add_real_arguments(s)
     s.add_argument("--steps", type=int, default=e.steps, help="training steps in all")
     s.add_argument("--batch", type=int, default=e.batch_fake, help="generator samples and real photos per step (each)")
     s.add_argument("--perceptual", default="mobilenet_v2", help="perceptual backend of its image loss")
@@ -264,6 +275,10 @@ def add_train(sub) -> None:
     s.add_argument("--family", default=FAMILIES[0], choices=FAMILIES, help="the generator family")
     s.add_argument("--out", default=EMBEDDED_AUXILIARY, help="the file to write")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root: its train split")
+    add_real_arguments(s)
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE),
+                   help="with --real: the generator whose detector the samples serve (its resolution, channels and "
+                        "framing frame the photos)")
     s.add_argument("--epochs", type=int, default=a.epochs, help="passes over the train split")
     s.add_argument("--seed", type=int, default=a.seed, help="the run's seed")
     s.add_argument("--width", type=int, default=a.width, help="the generator's channel width")

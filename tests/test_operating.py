@@ -131,8 +131,10 @@ def test_a_fit_sets_its_operating_point_on_held_out_photos(tmp_path):
     assert op["photos"]["presentations"] == 60 * 9 and "-op" in spec["model_id"]
     det = Detector.load(tmp_path / "det.json")
     x = torch.rand(6, 1, 16, 16) * 2 - 1
+    cells = op["cells"]  # thresholds by presentation cell, a cell without enough photos at the fallback's
+    assert set(cells["labels"]) <= set(op["photos"]["conditions"])
     for r in det.score_tensors(x):
-        assert r.threshold in {v["threshold"] for v in op["per_stratum"].values()}
+        assert r.threshold in {*cells["thresholds"].values(), cells["fallback_threshold"]}
         assert r.verdict == ("fake" if r.p_fake > r.threshold else "uncertain" if r.doubts else "real")
     again = add_operating_point(tmp_path / "det.json", reals, n=60, progress=False,
                                 cfg=OperatingConfig(target_fpr=0.1, uncertain_rate=0.2))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from gan_inversion.defaults import DEFAULT_BUNDLE, DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR, DEFAULT_ENCODER
+from gan_inversion.photos import add_real_arguments
 
 from ..fitting.attribution import AttributionConfig
 from ..fitting.calibrate import score_folder
@@ -16,7 +17,7 @@ from ..fitting.cascade import CascadeConfig
 from ..fitting.config import DetectorConfig
 from ..fitting.evaluate import EVAL_CONDITIONS, evaluate_detector
 from ..fitting.operating import OperatingConfig
-from .common import add_device, default_of, device_of
+from .common import add_device, bundle_photos, default_of, device_of
 
 EMBEDDED = DetectorConfig()
 
@@ -25,7 +26,6 @@ def cmd_fit(args) -> int:
     if args.register:
         return cmd_fit_attribution(args)
     from gan_inversion.checkpoints import load_bundle
-    from gan_inversion.data import load_fashion_mnist
     from gan_inversion.encoder import load_encoder
     from gan_inversion.perceptual import build_perceptual, parse_backend_id
 
@@ -40,7 +40,7 @@ def cmd_fit(args) -> int:
     backend = args.perceptual or (e_info["perceptual"] if e_info else "mobilenet_v2@64")
     name, size = parse_backend_id(backend)
     perc = build_perceptual(name, input_size=size).to(device)
-    reals = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)
+    reals = bundle_photos(args, bundle, "train")
     rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve().parent)  # noqa: E731
     spec = fit_detector(out, G=bundle.G_ema, D=bundle.D, encoder=encoder, perceptual=perc, reals=reals,
                         bundle_file=rel(args.bundle), encoder_file=rel(args.encoder) if encoder is not None else None,
@@ -76,8 +76,6 @@ def config_from_args(args) -> DetectorConfig:
 
 
 def cmd_fit_attribution(args) -> int:
-    from gan_inversion.data import load_fashion_mnist
-
     from ..components.attribution import AttributionError, load_member
     from ..fitting.attribution import fit_attribution
 
@@ -95,7 +93,7 @@ def cmd_fit_attribution(args) -> int:
                else DEFAULT_DETECTOR.parent / "attribution_detector.json")
         if out.resolve() == Path(primary).resolve():
             raise SystemExit(f"--out {out} would overwrite the primary detector; choose another file")
-        reals = load_fashion_mnist(args.data, split="train", canvas=members[0].G.img_resolution)
+        reals = bundle_photos(args, members[0].bundle, "train")
         spec = fit_attribution(out, primary_path=primary, primary_name=args.primary_name, members=members,
                                reals=reals, cfg=AttributionConfig(n_per_class=args.n_per_class, batch=args.batch),
                                device=device, cache_dir=args.cache)
@@ -108,8 +106,6 @@ def cmd_fit_attribution(args) -> int:
 
 
 def cmd_latent_map(args) -> int:
-    from gan_inversion.data import load_fashion_mnist
-
     from .. import plan
     from .. import spec as spec_file
     from ..fitting.images import data_plan, unused_reals
@@ -120,7 +116,7 @@ def cmd_latent_map(args) -> int:
     if det.attribution is not None:
         raise SystemExit(f"{args.detector} is an attribution detector: add the map to its primary detector")
     fit_cfg = DetectorConfig.from_spec(det.spec).fit
-    reals = load_fashion_mnist(args.data, split="train", canvas=det.G.img_resolution)
+    reals = bundle_photos(args, det.bundle, "train")
     photos = unused_reals(reals, fit_cfg, args.n, part="latent_map")
     m = compute_latent_map(G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
                            feature_cfg=det.feature_cfg, photos=photos, n=args.n, batch=args.batch, device=det.device)
@@ -135,14 +131,12 @@ def cmd_latent_map(args) -> int:
 
 
 def cmd_eval_detector(args) -> int:
-    from gan_inversion.data import load_fashion_mnist
-
     from .. import spec as spec_file
     from ..fitting.evaluate import evaluate_detector
     from ..runtime import Detector
 
     det = Detector.load(args.detector, device=device_of(args))
-    test = load_fashion_mnist(args.data, split="test", canvas=det.G.img_resolution)
+    test = bundle_photos(args, det.bundle, "test")
     result = evaluate_detector(det, test, n=args.n, batch=args.batch, cache_dir=args.cache)
     print(json.dumps(result, indent=2))
     if args.json:
@@ -185,8 +179,6 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_fit_operating(args) -> int:
-    from gan_inversion.data import load_fashion_mnist
-
     from ..fitting.operating import OperatingConfig, add_operating_point
     from ..runtime import Detector
 
@@ -194,20 +186,20 @@ def cmd_fit_operating(args) -> int:
     if Path(out).resolve().parent != Path(args.detector).resolve().parent:
         raise ValueError("--out must sit beside the detector file (it names its bundle and encoder relatively)")
     det = Detector.load(args.detector, device=device_of(args))
-    reals = load_fashion_mnist(args.data, split="train", canvas=det.G.img_resolution)
+    reals = bundle_photos(args, det.bundle, "train")
     cfg = OperatingConfig(target_fpr=args.target_fpr, uncertain_rate=args.uncertain_rate, batch=args.batch)
     spec = add_operating_point(args.detector, reals, cfg=cfg, n=args.n, out_path=out, cache_dir=args.cache or None,
                                device=device_of(args))
     op = spec["operating"]
     print(json.dumps({"detector": str(out), "model_id": spec["model_id"],
-                      "thresholds": {k: v["threshold"] for k, v in op["per_stratum"].items()},
+                      "thresholds": ({k: round(v, 4) for k, v in op["cells"]["thresholds"].items()} if op.get("cells")
+                                     else {k: v["threshold"] for k, v in op["per_stratum"].items()}),
+                      **({"own_cell": op["cells"]["own_cell"]} if op.get("cells") else {}),
                       "on_photos": op["on_photos"]}, indent=2))
     return 0
 
 
 def cmd_fit_cascade(args) -> int:
-    from gan_inversion.data import load_fashion_mnist
-
     from .. import spec as spec_file
     from ..fitting.cascade import fit_cascade
     from ..runtime import Detector
@@ -216,7 +208,7 @@ def cmd_fit_cascade(args) -> int:
     if Path(out).resolve().parent != Path(args.detector).resolve().parent:
         raise ValueError("--out must sit beside the detector file (it names its bundle and encoder relatively)")
     det = Detector.load(args.detector, device=device_of(args))
-    reals = load_fashion_mnist(args.data, split="train")
+    reals = bundle_photos(args, det.bundle, "train")
     cfg = CascadeConfig(max_missed=args.max_missed, max_extra_fpr=args.max_extra_fpr, n_real=args.n_real,
                         n_fake=args.n_fake, decide_real=not args.fakes_only)
     spec = spec_file.write_spec(out, fit_cascade(det, reals, cfg=cfg, cache_dir=args.cache or None))
@@ -226,15 +218,9 @@ def cmd_fit_cascade(args) -> int:
     return 0
 
 
-def add_fit(sub) -> None:
+def add_fit_config_arguments(s) -> None:
+    """The flags of a fit's configuration (config_from_args reads them; `fit` and `build` take them)."""
     e = EMBEDDED
-    s = sub.add_parser("fit", help="fit a detector (features, classifier, evidences, threshold) for a bundle; with "
-                                   "no flags, the embedded detector's configuration")
-    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle (resynth train/convert)")
-    s.add_argument("--encoder", default=str(DEFAULT_ENCODER), help="encoder file, or 'none' (start from w_avg)")
-    s.add_argument("--out", default=str(DEFAULT_DETECTOR), help="the detector file to write (.json)")
-    s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder (resynth prepare-data)")
-    s.add_argument("--perceptual", default=None, help="perceptual backend as name@size (default: the encoder's)")
     s.add_argument("--refine-steps", type=int, default=e.features.refine_steps,
                    help="projector steps after the encoder's guess (default %(default)s)")
     s.add_argument("--space", default=e.features.space, choices=("W", "W+"), help="refinement space")
@@ -280,6 +266,18 @@ def add_fit(sub) -> None:
     s.add_argument("--target-fpr", type=float, default=e.classifier.target_fpr,
                    help="false-positive rate the threshold is set at (default %(default)s)")
     s.add_argument("--batch", type=int, default=e.fit.batch, help="images per inversion batch")
+
+
+def add_fit(sub) -> None:
+    s = sub.add_parser("fit", help="fit a detector (features, classifier, evidences, threshold) for a bundle; with "
+                                   "no flags, the embedded detector's configuration")
+    s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle (resynth train/convert)")
+    s.add_argument("--encoder", default=str(DEFAULT_ENCODER), help="encoder file, or 'none' (start from w_avg)")
+    s.add_argument("--out", default=str(DEFAULT_DETECTOR), help="the detector file to write (.json)")
+    s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder (resynth prepare-data)")
+    add_real_arguments(s)
+    s.add_argument("--perceptual", default=None, help="perceptual backend as name@size (default: the encoder's)")
+    add_fit_config_arguments(s)
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder")
     a = AttributionConfig()
     s.add_argument("--register", action="append", default=[], metavar="NAME=BUNDLE[,ENCODER]",
@@ -298,6 +296,7 @@ def add_others(sub) -> None:
                                           "detector file; scores and model id do not change")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file to add it to")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
+    add_real_arguments(s)
     s.add_argument("--n", type=int, default=EMBEDDED.fit.latent_map, help="photos (the plan's slice) and samples")
     s.add_argument("--batch", type=int, default=EMBEDDED.fit.batch, help="images per inversion batch")
     add_device(s)
@@ -307,6 +306,7 @@ def add_others(sub) -> None:
                                              f"laundered too ({', '.join(EVAL_CONDITIONS)})")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
+    add_real_arguments(s, evaluates=True)
     s.add_argument("--n", type=int, default=default_of(evaluate_detector, "n"), help="photos and samples per condition")
     s.add_argument("--batch", type=int, default=EMBEDDED.fit.batch, help="images per inversion batch")
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder")
@@ -334,6 +334,7 @@ def add_others(sub) -> None:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     s.add_argument("--out", default=None, help="the new detector file, beside the old one (default: replace it)")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
+    add_real_arguments(s)
     s.add_argument("--n", type=int, default=None,
                    help="photos of the plan's 'operating' slice, each presented in every laundering condition "
                         f"(default: the fit's, {EMBEDDED.fit.n_operating} for the embedded configuration)")
@@ -352,6 +353,7 @@ def add_others(sub) -> None:
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     s.add_argument("--out", default=None, help="the new detector file, beside the old one (default: replace it)")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
+    add_real_arguments(s)
     s.add_argument("--n-real", type=int, default=c.n_real, help="held-out photos for the band (the plan's slice)")
     s.add_argument("--n-fake", type=int, default=c.n_fake, help="held-out fresh samples for the band")
     s.add_argument("--max-missed", type=float, default=c.max_missed,

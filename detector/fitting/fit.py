@@ -115,8 +115,10 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
                 "reference_photos": record.get("reference"), "auxiliary_fakes": record.get("auxiliary"),
                 "laundered": {"real": sum(w != "clean" for w in real_what),
                               "fake": sum(w != "clean" for w in fake_what)}},
-        "data_plan": data_plan(cfg).record(used, split=reals.name, fingerprint=reals.fingerprint(),
-                                           fit_seed=cfg.seed, streams=streams),
+        "data_plan": {**data_plan(cfg).record(used, split=reals.name, fingerprint=reals.fingerprint(),
+                                              fit_seed=cfg.seed, streams=streams),
+                      # a folder's photos (--real): which folder, its fingerprint and the split rule
+                      **({"photos": reals.source} if getattr(reals, "source", None) else {})},
         "config": {**config.to_dict(), "command": config.command()},
         "metrics": {},
     }
