@@ -76,7 +76,7 @@ def test_a_build_from_a_folder_serves_and_resumes(tmp_path, capsys):
     assert "[encoder] done before: skipped" in log and "[fit] running" in log and "[evaluation] running" in log
     # the same folder with other settings is refused, naming the build file
     assert main([*args[:-2], "--n-eval", "10", "--device", "cpu"]) == 2
-    assert "made from other inputs or settings" in capsys.readouterr().err
+    assert "made from other inputs or settings (build.json; changed: the settings)" in capsys.readouterr().err
 
 
 def test_a_folder_too_small_for_the_plan_is_refused_before_anything_runs(tmp_path, capsys):

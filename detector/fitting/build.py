@@ -86,6 +86,13 @@ class Inputs:
                                                                    "fingerprint": self.test.fingerprint()}}
 
 
+
+def changed_inputs(old: dict, new: dict) -> list[str]:
+    """What differs between a build record's inputs and configuration and these (empty: the same build)."""
+    names = {"bundle_sha256": "the bundle", "train": "the photos (train split)", "test": "the photos (test split)"}
+    out = [names.get(k, k) for k in new["inputs"] if old.get("inputs", {}).get(k) != new["inputs"][k]]
+    return out + (["the settings"] if old.get("config") != new["config"] else [])
+
 # ------------------------------------------------------------------ the plan
 def slice_needs(cfg: BuildConfig) -> list[tuple[str, int, bool]]:
     """(slice, photos, required) of every data-plan slice the build reads. A required slice that the train split
@@ -189,9 +196,11 @@ class Build:
         made_from = {"inputs": inputs.record(), "config": cfg.to_dict()}
         if self.record_path.exists():
             old = json.loads(self.record_path.read_text())
-            if {k: old.get(k) for k in made_from} != made_from:
-                raise BuildError(f"{self.out} holds a build made from other inputs or settings (build.json): "
-                                 "choose another --out, or remove it to start again")
+            changed = changed_inputs(old, made_from)
+            if changed:
+                raise BuildError(f"{self.out} holds a build made from other inputs or settings (build.json; "
+                                 f"changed: {', '.join(changed)}): choose another --out, or remove it to start "
+                                 "again")
             self.record = old
         else:
             self.record = {"format": BUILD_FORMAT, "version": 1, **made_from, "stages": {}}
