@@ -11,6 +11,11 @@ every other part that needs photos gets a slice past them:
   `auxiliary` (the probe's photos beside the auxiliary generators' samples), `operating` (the photos the fake
   threshold and the uncertain band are set on: detector/fitting/operating.py).
 
+A compact plan (`slot_sizes` given: a folder of a user's photos, where every photo counts) sizes the slots to what
+the fit and the commands after it use, and chains everything without gaps; the embedded fit keeps its fixed
+slots, so that changing one part's size never moves another part's photos. A compact plan chains the
+`operating` slice first (a build cannot do without it; the others fall back to the fit's own photos).
+
 Evaluation uses the test split only. Samples are drawn from streams of their own (`STREAMS`); a stream with
 several generators adds `STREAM_STEPS[name] * k` for the k-th. `tests/test_plan.py` checks that the slices are
 disjoint and the streams distinct. The plan a detector was fitted with is recorded in its file (`data_plan`).
@@ -54,6 +59,8 @@ UNSEEDED = {"eval_fakes", "eval_fakes_psi", "speed_fakes", "baseline_fakes", "pr
 SLOTS = {"cascade": (0, 1000), "attribution": (1000, 2000), "latent_map": (3000, 2000)}
 REFERENCE_OFFSET = 5000
 CHAINED = ("reference", "artifact", "reconstruction", "auxiliary", "operating")
+# a compact plan puts the slice a build cannot do without first: the others fall back to the fit's photos
+COMPACT_CHAINED = ("operating", "reference", "artifact", "reconstruction", "auxiliary")
 # what each slice holds, for messages
 DESCRIPTIONS = {"fit": "the fit's photos", "cascade": "the cascade's held-out photos",
                 "attribution": "the attribution's photos", "latent_map": "the latent map's photos",
@@ -103,13 +110,27 @@ class DataPlan:
     n_auxiliary: int = 0
     n_operating: int = 0
     reference_offset: int = REFERENCE_OFFSET
+    slot_sizes: tuple[int, int, int] | None = None  # compact: the cascade's, attribution's and latent map's
+                                                     # capacities, chained from the fit's photos on
+
+    def slots(self) -> dict[str, tuple[int, int]]:
+        """name -> (offset past the fit's photos, capacity) of the fixed slots."""
+        if self.slot_sizes is None:
+            return SLOTS
+        out, off = {}, 0
+        for name, cap in zip(SLOTS, self.slot_sizes, strict=True):
+            out[name] = (off, cap)
+            off += cap
+        return out
 
     def slices(self) -> dict[str, Slice]:
         out = {"fit": Slice("fit", 0, self.n_fit)}
-        for name, (off, cap) in SLOTS.items():
+        slots = self.slots()
+        for name, (off, cap) in slots.items():
             out[name] = Slice(name, self.n_fit + off, self.n_fit + off + cap)
-        start = self.n_fit + self.reference_offset
-        for name in CHAINED:
+        start = self.n_fit + (self.reference_offset if self.slot_sizes is None
+                              else sum(cap for _, cap in slots.values()))
+        for name in CHAINED if self.slot_sizes is None else COMPACT_CHAINED:
             n = getattr(self, f"n_{name}")
             out[name] = Slice(name, start, start + n)
             start += n

@@ -2,6 +2,7 @@
 whole path from a bundle and a folder of photos to a detector that serves, and a rerun that redoes only what is
 missing."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -25,6 +26,11 @@ def test_the_plan_counts_each_slice_and_names_what_is_missing():
     assert any("'operating' slice" in m and "1000 photos" in m and "holds 6000" in m for m in plan["missing"])
     enough = build_plan(BuildConfig(), n_train=plan["train_photos_needed"], n_test=700)
     assert enough["missing"] == [] and all(r["status"] == "ok" for r in enough["slices"])
+    # a folder's compact plan: the build needs the fit's, the cascade's, the map's and the operating photos only
+    compact = BuildConfig(detector=DetectorConfig(fit=dataclasses.replace(DetectorConfig().fit, compact_plan=True)))
+    folder = build_plan(compact, n_train=3400, n_test=300)
+    assert folder["missing"] == [] and folder["train_photos_needed"] == 3400
+    assert {r["slice"]: r["status"] for r in folder["slices"]}["reference"].startswith("short")
     small = BuildConfig(detector=DetectorConfig(fit=FitConfig(n_real=100, n_operating=0)), cascade=None)
     assert build_plan(small, n_train=150, n_test=10)["missing"] == [
         "the held-out test split holds 10 photos: at least 20 are needed to evaluate"]

@@ -116,6 +116,9 @@ def test_fit_defaults_are_the_embedded_configuration():
     assert cfg.command() == "resynth fit"
     changed = config_from_args(build_parser().parse_args(["fit", "--n-real", "100", "--no-artifact-cnn"]))
     assert changed.command() == "resynth fit --n-real 100 --no-artifact-cnn"
+    folder = config_from_args(build_parser().parse_args(["fit", "--real", "my_photos"]))
+    assert folder.fit.compact_plan and folder.fit.aux_generators == ()  # Fashion-MNIST's auxiliary is not for it
+    assert folder.command() == "resynth fit --no-aux-generator --real DIR"
 
 
 def _photo_folder(root, n: int, size: tuple[int, int], mode: str, seed: int = 0):

@@ -36,6 +36,25 @@ def test_plan_slices_are_disjoint_for_other_sizes():
             assert not _overlap(a, b), (a, b)
 
 
+
+def test_a_compact_plan_has_no_gaps_and_puts_the_operating_photos_first():
+    """A folder's plan: every slice the fit uses, back to back, the operating photos right after the slots; a
+    part the fit does not use takes no photos."""
+    import dataclasses
+
+    fit = dataclasses.replace(DetectorConfig().fit, compact_plan=True)
+    slices = data_plan(fit).slices()
+    used = sorted((s for s in slices.values() if len(s)), key=lambda s: s.start)
+    assert [s.name for s in used] == ["fit", "cascade", "latent_map", "operating", "reference", "artifact",
+                                      "auxiliary"]
+    assert all(a.stop == b.start for a, b in zip(used, used[1:], strict=False))
+    assert used[0].start == 0 and slices["operating"].stop == 1500 + 600 + 300 + 1000
+    assert len(slices["reconstruction"]) == len(slices["attribution"]) == 0
+    bare = dataclasses.replace(fit, real_model=False, latent_map=0)
+    assert max(s.stop for s in data_plan(bare).slices().values()) == 1500 + 600  # the fit's and the cascade's
+    with pytest.raises(plan.PlanError, match="'cascade' slice"):
+        data_plan(fit).slice("cascade", 601)
+
 def test_a_slot_refuses_more_photos_than_it_holds():
     p = plan.DataPlan(n_fit=100)
     offset, capacity = plan.SLOTS["cascade"]

@@ -61,12 +61,15 @@ def config_from_args(args) -> DetectorConfig:
         e.features, refine_steps=args.refine_steps, space=args.space,
         degradations=() if args.no_degradation_search else e.features.degradations,
         search_steps=None if args.search_steps < 0 else args.search_steps)
-    aux = () if args.no_aux_generator else tuple(args.aux_generator or e.fit.aux_generators)
+    real = bool(getattr(args, "real", None))  # the embedded auxiliary generator is Fashion-MNIST's: not for a folder
+    aux = () if args.no_aux_generator else tuple(args.aux_generator or (() if real else e.fit.aux_generators))
     fit = dataclasses.replace(
         e.fit, n_real=args.n_real, n_fake=args.n_fake, launder_prob=args.launder_prob, batch=args.batch, seed=args.seed,
         real_model=not args.no_real_model, n_reference=args.n_reference, artifact_cnn=not args.no_artifact_cnn,
         n_artifact=args.n_artifact, reconstruction_fakes=args.reconstruction_fakes, aux_generators=aux,
-        n_aux=args.n_aux, latent_map=args.latent_map, n_operating=args.n_operating)
+        n_aux=args.n_aux, latent_map=args.latent_map, n_operating=args.n_operating,
+        compact_plan=real,  # a folder's photos: no gaps in the data plan
+        n_cascade=getattr(args, "n_cascade", e.fit.n_cascade))
     artifacts = dataclasses.replace(e.artifacts, max_epochs=args.artifact_epochs,
                                     min_epochs=min(e.artifacts.min_epochs, args.artifact_epochs))
     return dataclasses.replace(
@@ -242,7 +245,8 @@ def add_fit_config_arguments(s) -> None:
                         "generators' upsampling layers")
     s.add_argument("--aux-generator", action="append", metavar="FILE",
                    help="an auxiliary generator of another family (resynth train-aux) whose samples join the linear "
-                        "probe's fakes (repeatable; default: the embedded one)")
+                        "probe's fakes (repeatable; default: the embedded one, trained on Fashion-MNIST, and none "
+                        "with --real: train one on your folder with resynth train-aux --real DIR)")
     s.add_argument("--no-aux-generator", action="store_true", help="no auxiliary generator")
     s.add_argument("--n-aux", type=int, default=e.fit.n_aux, help="samples per auxiliary generator")
     s.add_argument("--n-operating", type=int, default=e.fit.n_operating,

@@ -54,6 +54,8 @@ class FitConfig:
     n_operating: int = 1000     # photos the operating point is set on ('operating' slice), each presented in every
                                 # laundering condition (detector/fitting/operating.py): a presentation cell's
                                 # threshold at 1% then rests on about 10 photos above it
+    compact_plan: bool = False  # a compact data plan (a folder's photos): slots sized to use, no gaps between slices
+    n_cascade: int = 600        # with a compact plan: the cascade slot's photos (resynth fit-cascade --n-real)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,9 @@ FLAGS = {
             "n_reference": _flag("n-reference"), "artifact_cnn": lambda v: "--no-artifact-cnn",
             "n_artifact": _flag("n-artifact"), "reconstruction_fakes": lambda v: "--reconstruction-fakes",
             "aux_generators": lambda v: " ".join(f"--aux-generator {f}" for f in v) or "--no-aux-generator",
-            "n_aux": _flag("n-aux"), "latent_map": _flag("latent-map"), "n_operating": _flag("n-operating")},
+            "n_aux": _flag("n-aux"), "latent_map": _flag("latent-map"), "n_operating": _flag("n-operating"),
+            "compact_plan": lambda v: "--real DIR" if v else None,  # the folder's name is in the data plan
+            "n_cascade": lambda v: None},
     "artifacts": {"max_epochs": _flag("artifact-epochs")},
     "real_model": {"n_components": _flag("real-components"), "mixture": _flag("real-mixture")},
     "reconstruction": {},

@@ -20,7 +20,6 @@ from gan_inversion.encoder import Encoder, weights_fingerprint
 from gan_inversion.networks import Discriminator, Generator
 from gan_inversion.perceptual import PerceptualDistance
 
-from .. import plan
 from .. import spec as spec_file
 from ..components.artifact_cnn import artifact_logits
 from ..components.classifier import JsonClassifier
@@ -86,7 +85,7 @@ def fit_detector(out_path: str | Path, *, G: Generator, D: Discriminator, encode
     if cfg.real_model:
         evidence, record = _fit_evidences(fit, reals, torch.cat([real, fake]), X, y, spec_clf, out_path)
     latent_map = None
-    n_map = min(cfg.latent_map, plan.SLOTS["latent_map"][1])
+    n_map = min(cfg.latent_map, data_plan(cfg).slots()["latent_map"][1])
     if n_map >= 3:  # the plan's photos; a train split too small for its slot: the fit's own photos (a picture)
         in_plan = has_photos(reals, cfg, "latent_map", n_map)
         photos = unused_reals(reals, cfg, n_map, part="latent_map") if in_plan else real[:n_map]

@@ -66,10 +66,18 @@ def noisy_copies(images: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
 
 def data_plan(cfg) -> plan.DataPlan:
     """The data plan of a fit (a FitConfig): the fixed slots and the chained slices at its sizes."""
-    return plan.DataPlan(n_fit=cfg.n_real, n_reference=cfg.n_reference, n_artifact=cfg.n_artifact,
-                         n_reconstruction=cfg.n_reconstruction_train, n_auxiliary=cfg.n_aux * len(cfg.aux_generators),
-                         n_operating=cfg.n_operating,
-                         reference_offset=cfg.reference_offset)
+    if not getattr(cfg, "compact_plan", False):
+        return plan.DataPlan(n_fit=cfg.n_real, n_reference=cfg.n_reference, n_artifact=cfg.n_artifact,
+                             n_reconstruction=cfg.n_reconstruction_train,
+                             n_auxiliary=cfg.n_aux * len(cfg.aux_generators), n_operating=cfg.n_operating,
+                             reference_offset=cfg.reference_offset)
+    used = cfg.real_model  # a compact plan holds only the parts this fit uses
+    return plan.DataPlan(n_fit=cfg.n_real, n_reference=cfg.n_reference if used else 0,
+                         n_artifact=cfg.n_artifact if used and cfg.artifact_cnn else 0,
+                         n_reconstruction=cfg.n_reconstruction_train if cfg.reconstruction_fakes else 0,
+                         n_auxiliary=cfg.n_aux * len(cfg.aux_generators) if used else 0,
+                         n_operating=cfg.n_operating if used else 0,
+                         slot_sizes=(cfg.n_cascade, 0, cfg.latent_map))
 
 
 def has_photos(reals: ImageDataset, cfg, name: str, n: int) -> bool:
