@@ -39,6 +39,12 @@ class DetectorError(RuntimeError):
     """A detector file is unusable (unreadable, another format or version, missing parts, mismatched networks)."""
 
 
+def base_model_id(model_id: str) -> str:
+    """A model id without its operating point's suffix (`-op<digest>`): the identity of the probabilities, which
+    refitting the operating point leaves unchanged."""
+    return model_id.rsplit("-op", 1)[0]
+
+
 def contents_of(spec: dict) -> list[str]:
     """The optional parts a spec holds, in the order of OPTIONAL (what `contents` must say)."""
     have = set(spec) | ({"artifacts"} if "artifacts" in (spec.get("evidence") or {}) else set())

@@ -73,6 +73,21 @@ def test_a_changed_member_is_refused(attribution):
         Detector.load(d / "attr.json", cascade=True)
 
 
+
+def test_an_operating_point_refit_of_the_primary_keeps_the_attribution(attribution):
+    """Refitting the primary's operating point changes its model id's `-op` suffix, not its probabilities: the
+    attribution over it still loads; a primary with other probabilities is refused."""
+    from detector.runtime import Detector, DetectorError
+
+    d, spec, _ = attribution
+    of = spec["attribution_of"]
+    refit = dict(of, model_id=of["model_id"] + "-op1a2b3c4d")
+    (d / "refit.json").write_text(json.dumps(dict(spec, attribution_of=refit)))
+    assert Detector.load(d / "refit.json").primary_name == of["name"]
+    (d / "other.json").write_text(json.dumps(dict(spec, attribution_of=dict(of, model_id="toy-0000-1111"))))
+    with pytest.raises(DetectorError, match="refit the attribution"):
+        Detector.load(d / "other.json")
+
 def test_the_stored_model_is_what_serving_evaluates(attribution):
     from detector.components.attribution import AttributionModel
 

@@ -44,7 +44,7 @@ from ..components.operating import (
 from ..features import FeatureCache, features_for
 from ..imageio import as_files
 from ..runtime import Detector
-from ..spec import read_spec, write_spec
+from ..spec import base_model_id, read_spec, write_spec
 from .classifier import threshold_at_fpr
 from .config import DetectorConfig
 from .evidence import tail_reference
@@ -225,7 +225,7 @@ def add_operating_point(detector_path: str | Path, reals: ImageDataset, *, cfg: 
                          progress=progress)
     spec = read_spec(detector_path)
     refit = spec.pop("operating", None) is not None
-    base = spec["model_id"].rsplit("-op", 1)[0] if refit else spec["model_id"]
+    base = base_model_id(spec["model_id"]) if refit else spec["model_id"]
     spec["operating"] = op
     digest = hashlib.sha256(json.dumps([op["per_stratum"][k]["threshold"] for k in op["per_stratum"]]
                                        + [op["per_stratum"][k]["m_star"] for k in op["per_stratum"]]

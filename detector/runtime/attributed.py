@@ -12,7 +12,7 @@ import torch
 
 from ..components import attribution as registry
 from ..components.evidence import Evidence
-from ..spec import DetectorError, read_spec
+from ..spec import DetectorError, base_model_id, read_spec
 from .loader import load_members, load_parts
 from .pipeline import WRAPPERS, Detector, Scored
 from .result import ScoreResult
@@ -41,7 +41,7 @@ class AttributionDetector(Detector):
         here); kwargs as Detector's (max_pixels, refine_steps, policy)."""
         primary_path = path.parent / spec["attribution_of"]["file"]
         primary = read_spec(primary_path)
-        if primary["model_id"] != spec["attribution_of"]["model_id"]:
+        if base_model_id(primary["model_id"]) != base_model_id(spec["attribution_of"]["model_id"]):
             raise DetectorError(f"{path}: fitted over detector {spec['attribution_of']['model_id']}, but "
                                 f"{spec['attribution_of']['file']} is {primary['model_id']}; refit the attribution")
         parts = load_parts(primary_path, primary, device=device, perceptual=perceptual)
