@@ -39,13 +39,15 @@ def test_calibrate_cli_writes_a_working_detector_elsewhere(tiny_detector, tmp_pa
         assert sh["fake"] + sh["uncertain"] + sh["real"] == pytest.approx(1.0), name
     fake = np.mean([sh["fake"] for sh in op["on_photos"].values()])
     assert fake <= 0.05 + 1e-9
-    # The same probabilities; the verdicts follow the operating point, each with its stratum's threshold.
+    # The same probabilities; the verdicts follow the operating point, each at its cell's (or stratum's) threshold.
     imgs = sorted(ref.glob("*.png"))
     results = new.score_batch(imgs)
     p_new = np.array([r.p_fake for r in results])
     p_old = np.array([r.p_fake for r in det.score_batch(imgs)])
     np.testing.assert_allclose(p_new, p_old, atol=1e-9)
     thresholds = {v["threshold"] for v in op["per_stratum"].values()}
+    assert cal["cell_thresholds"] == op["cells"]["thresholds"]  # the presentation cells', recorded too
+    thresholds |= set(op["cells"]["thresholds"].values())
     for r in results:
         assert r.threshold in thresholds
         assert r.verdict == ("fake" if r.p_fake > r.threshold else "uncertain" if r.doubts else "real")

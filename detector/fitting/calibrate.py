@@ -94,7 +94,8 @@ def calibrate_operating(det: Detector, detector_path: str | Path, photos: torch.
     clean = op["on_photos"].get("clean", {})
     record = {"reference": source, "n_photos": int(len(photos)), "skipped": int(skipped), "target_fpr": fpr,
               "uncertain_rate": uncertain_rate, "fpr_on_reference": clean.get("fake"),
-              "thresholds": {k: v["threshold"] for k, v in op["per_stratum"].items()}, "fitted_threshold": old}
+              "thresholds": {k: v["threshold"] for k, v in op["per_stratum"].items()}, "fitted_threshold": old,
+              **({"cell_thresholds": op["cells"]["thresholds"]} if op.get("cells") else {})}
     return _stamp(spec, record, np.sort([v["threshold"] for v in op["per_stratum"].values()]), fpr)
 
 
