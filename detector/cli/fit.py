@@ -334,7 +334,7 @@ def add_others(sub) -> None:
 
     o = OperatingConfig()
     s = sub.add_parser("fit-operating", help="set a detector's operating point on the data plan's held-out photos: "
-                                             "the fake threshold per degradation stratum and the uncertain band")
+                                             "the fake threshold per presentation cell and the uncertain band")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     s.add_argument("--out", default=None, help="the new detector file, beside the old one (default: replace it)")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="the Fashion-MNIST folder")
@@ -343,7 +343,7 @@ def add_others(sub) -> None:
                    help="photos of the plan's 'operating' slice, each presented in every laundering condition "
                         f"(default: the fit's, {EMBEDDED.fit.n_operating} for the embedded configuration)")
     s.add_argument("--target-fpr", type=float, default=o.target_fpr,
-                   help="share of those photos answered 'fake', per degradation stratum (default %(default)s)")
+                   help="share of those photos answered 'fake', per presentation cell (default %(default)s)")
     s.add_argument("--uncertain-rate", type=float, default=o.uncertain_rate,
                    help="share of those photos answered 'uncertain' (default %(default)s)")
     s.add_argument("--batch", type=int, default=o.batch, help="images per inversion batch")

@@ -57,7 +57,7 @@ class OperatingPointError(ValueError):
 
 @dataclass(frozen=True)
 class OperatingConfig:
-    target_fpr: float = 0.01       # share of photos answered 'fake' (per degradation stratum)
+    target_fpr: float = 0.01       # share of photos answered 'fake' (per presentation cell, or stratum)
     uncertain_rate: float = 0.10   # share of photos answered 'uncertain' (not fake, failing at least one check)
     conditions: tuple[str, ...] = tuple(laundering.CONDITIONS)  # the laundering conditions each photo is presented in
     tail_fraction: float = 0.1     # the top share of photos' scores each check's exponential tail is fitted to
