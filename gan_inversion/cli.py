@@ -134,6 +134,8 @@ def cmd_eval_gan(args) -> int:
 
     device = pick_device(args.device)
     bundle = load_bundle(args.bundle, device=device)
+    if args.real:
+        return _eval_gan_on_folder(args, bundle, device)
     train_ds = load_fashion_mnist(args.data, split="train", canvas=bundle.G_ema.img_resolution)
     test_ds = load_fashion_mnist(args.data, split="test", canvas=bundle.G_ema.img_resolution)
     net_path = Path(args.feature_net)
@@ -158,6 +160,35 @@ def cmd_eval_gan(args) -> int:
         "feature_net_test_accuracy": round(info["test_accuracy"], 4),
         "sample_class_histogram": {c: round(h, 4) for c, h in zip(FMNIST_CLASSES, hist, strict=True)},
     }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _eval_gan_on_folder(args, bundle, device) -> int:
+    """eval-gan --real: the FID against a folder's held-out photos in a pretrained backbone's pooled features (the
+    folder has no feature network of its own), with the folder's train-vs-test floor."""
+    from gan_inversion.metrics import embed_pretrained, frechet_distance, generate
+    from gan_inversion.perceptual import build_perceptual, parse_backend_id
+    from gan_inversion.photos import photos_for
+
+    G = bundle.G_ema
+    kw = dict(resolution=G.img_resolution, channels=G.img_channels, framing=bundle.framing)
+    train, test = photos_for(args, split="train", **kw), photos_for(args, split="test", **kw)
+    n = min(args.n, len(train), len(test))
+    if n < 10:
+        raise SystemExit(f"--real {args.real}: {len(train)} train and {len(test)} held-out photos; the FID needs at "
+                         "least 10 of each")
+    name, size = parse_backend_id(args.perceptual)
+    perc = build_perceptual(name, input_size=size).to(device)
+    fakes = generate(G, n, seed=args.seed, psi=args.psi, device=device, progress=True)
+    f_fake, f_test, f_train = (embed_pretrained(perc, x, device=device) for x in
+                               (fakes, test.images[:n], train.images[:n]))
+    result = {"bundle": str(args.bundle), "psi": args.psi, "n": n, "photos": test.source,
+              "features": f"{perc.backend_id} (pooled last stage; not comparable with Inception FIDs)",
+              "fid_samples_vs_test": round(frechet_distance(f_fake, f_test), 3),
+              "fid_train_vs_test": round(frechet_distance(f_train, f_test), 3)}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -296,7 +327,8 @@ def add_bundles(sub) -> None:
     _device(s)
     s.set_defaults(func=cmd_sample)
 
-    s = sub.add_parser("eval-gan", help="FID of a Fashion-MNIST generator, with the train-vs-test floor")
+    s = sub.add_parser("eval-gan", help="FID of a generator, with the train-vs-test floor (Fashion-MNIST's "
+                                         "classifier features; with --real, a pretrained backbone's)")
     s.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="the generator bundle")
     s.add_argument("--data", default=str(DEFAULT_DATA), help="Fashion-MNIST root")
     s.add_argument("--feature-net", default=str(DEFAULT_FID_NET), help="trained on first use if missing")
@@ -304,6 +336,9 @@ def add_bundles(sub) -> None:
     s.add_argument("--psi", type=float, default=1.0, help="truncation psi of the samples (1: none)")
     s.add_argument("--seed", type=int, default=0, help="seed of the samples")
     s.add_argument("--json", help="also write the result here")
+    add_real_arguments(s)
+    s.add_argument("--perceptual", default="mobilenet_v2@64",
+                   help="with --real: the pretrained backbone whose pooled features the FID compares, name@size")
     _device(s)
     s.set_defaults(func=cmd_eval_gan)
 

@@ -125,6 +125,17 @@ def embed(net: FeatureNet, images: torch.Tensor, *, device="cpu", batch: int = 5
     return torch.cat(out).numpy()
 
 
+def embed_pretrained(perceptual, images: torch.Tensor, *, device="cpu", batch: int = 200) -> np.ndarray:
+    """images: float [N, C, H, W] in [-1, 1] (or uint8) -> a pretrained backbone's pooled features [N, D] as
+    float64 (gan_inversion.perceptual: `pooled_features`)."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        x = to_float(x) if x.dtype == torch.uint8 else x
+        out.append(perceptual.pooled_features(x.to(device)).double().cpu())
+    return torch.cat(out).numpy()
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """FID between two feature sets [N, D]."""
     mu1, mu2 = a.mean(0), b.mean(0)

@@ -107,6 +107,12 @@ class PerceptualDistance(nn.Module):
         with torch.no_grad():
             return [_normalize_channels(f) for f in self.stage_features(self._prepare(y))]
 
+    @torch.no_grad()
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, D] the last stage's channel means of images x [N, 1|3, H, W] in [-1, 1] (a generic embedding: the
+        FID of a folder of photos, where no feature network of their own exists)."""
+        return self.stage_features(self._prepare(x))[-1].mean(dim=(2, 3))
+
     def compare(self, x: torch.Tensor, y: torch.Tensor, *, spatial: bool = False,
                 y_features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         if x.shape != y.shape:

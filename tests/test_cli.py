@@ -168,3 +168,36 @@ def test_a_detector_from_a_folder_of_photos(tmp_path, channels, capsys):
     assert main(["eval-detector", "--detector", str(det), "--test-real", str(other), "--n", "8", "--cache", "",
                  "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["real_data"] == "photos-all"
+
+
+@pytest.mark.slow
+def test_eval_gan_on_a_folder_of_photos(tmp_path, capsys):
+    """eval-gan --real: the FID of samples against a folder's held-out photos in a pretrained backbone's pooled
+    features, beside the folder's own train-vs-test floor (smooth photos: the floor is far below the samples')."""
+    import json
+
+    from .conftest import TINY_FRAMING
+
+    bundle = tmp_path / "g.pt"
+    save_bundle(bundle, G_ema=make_G(), D=make_D(), data={"name": "toy", "framing": TINY_FRAMING})
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, 12)
+    for i in range(120):  # smooth gradients at random angles and levels
+        a, lo = rng.uniform(0, np.pi), rng.uniform(0, 120)
+        img = lo + 120 * (np.cos(a) * ramp[None, :] + np.sin(a) * ramp[:, None]) / 1.5
+        Image.fromarray(img.clip(0, 255).astype(np.uint8), "L").save(folder / f"g{i:03d}.png")
+    assert main(["eval-gan", "--bundle", str(bundle), "--real", str(folder), "--test-fraction", "0.4", "--n", "40",
+                 "--perceptual", "mobilenet_v2@32", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 40 and out["photos"]["folder"] == "photos" and out["photos"]["split"] == "test"
+    assert out["features"].startswith("mobilenet_v2@32")  # the offline pretrained backbone
+    assert 0 <= out["fid_train_vs_test"] < out["fid_samples_vs_test"]
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((12, 12), 20 * i, np.uint8), "L").save(few / f"f{i}.png")
+    with pytest.raises(SystemExit, match="held-out photos; the FID needs at least 10 of each"):
+        main(["eval-gan", "--bundle", str(bundle), "--real", str(few), "--test-fraction", "0.5",
+              "--perceptual", "mobilenet_v2@32", "--device", "cpu"])
