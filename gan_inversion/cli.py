@@ -149,9 +149,9 @@ def cmd_eval_gan(args) -> int:
     train_idx = torch.randperm(len(train_ds), generator=g)[:n]
     test_idx = torch.arange(min(n, len(test_ds)))
     fakes = generate(bundle.G_ema, n, seed=args.seed, psi=args.psi, device=device, progress=True)
-    f_fake = embed(net, fakes, device=device)
-    f_test = embed(net, test_ds.images[test_idx], device=device)
-    f_train = embed(net, train_ds.images[train_idx], device=device)
+    f_fake = embed(net.features, fakes, device=device)
+    f_test = embed(net.features, test_ds.images[test_idx], device=device)
+    f_train = embed(net.features, train_ds.images[train_idx], device=device)
     hist = class_histogram(predict(net, to_uint8(fakes), device=device))
     result = {
         "bundle": str(args.bundle), "kimg": bundle.progress.get("kimg"), "psi": args.psi, "n": n,
@@ -169,7 +169,7 @@ def cmd_eval_gan(args) -> int:
 def _eval_gan_on_folder(args, bundle, device) -> int:
     """eval-gan --real: the FID against a folder's held-out photos in a pretrained backbone's pooled features (the
     folder has no feature network of its own), with the folder's train-vs-test floor."""
-    from gan_inversion.metrics import embed_pretrained, frechet_distance, generate
+    from gan_inversion.metrics import embed, frechet_distance, generate
     from gan_inversion.perceptual import build_perceptual, parse_backend_id
     from gan_inversion.photos import photos_for
 
@@ -183,7 +183,7 @@ def _eval_gan_on_folder(args, bundle, device) -> int:
     name, size = parse_backend_id(args.perceptual)
     perc = build_perceptual(name, input_size=size).to(device)
     fakes = generate(G, n, seed=args.seed, psi=args.psi, device=device, progress=True)
-    f_fake, f_test, f_train = (embed_pretrained(perc, x, device=device) for x in
+    f_fake, f_test, f_train = (embed(perc.pooled_features, x, device=device, batch=200) for x in
                                (fakes, test.images[:n], train.images[:n]))
     result = {"bundle": str(args.bundle), "psi": args.psi, "n": n, "photos": test.source,
               "features": f"{perc.backend_id} (pooled last stage; not comparable with Inception FIDs)",

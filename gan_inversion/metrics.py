@@ -115,24 +115,15 @@ def load_feature_net(path: str | Path, device="cpu") -> tuple[FeatureNet, dict]:
 
 
 @torch.no_grad()
-def embed(net: FeatureNet, images: torch.Tensor, *, device="cpu", batch: int = 500) -> np.ndarray:
-    """images: float [N, C, H, W] in [-1, 1] (or uint8) -> features [N, D] as float64."""
+def embed(features, images: torch.Tensor, *, device="cpu", batch: int = 500) -> np.ndarray:
+    """images: float [N, C, H, W] in [-1, 1] (or uint8) -> features(images) [N, D] as float64, in batches;
+    `features`: the FID network's `FeatureNet.features`, or a pretrained backbone's `pooled_features`
+    (gan_inversion.perceptual) for a folder that has no network of its own."""
     out = []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         x = to_float(x) if x.dtype == torch.uint8 else x
-        out.append(net.features(x.to(device)).double().cpu())
-    return torch.cat(out).numpy()
-
-
-def embed_pretrained(perceptual, images: torch.Tensor, *, device="cpu", batch: int = 200) -> np.ndarray:
-    """images: float [N, C, H, W] in [-1, 1] (or uint8) -> a pretrained backbone's pooled features [N, D] as
-    float64 (gan_inversion.perceptual: `pooled_features`)."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch]
-        x = to_float(x) if x.dtype == torch.uint8 else x
-        out.append(perceptual.pooled_features(x.to(device)).double().cpu())
+        out.append(features(x.to(device)).double().cpu())
     return torch.cat(out).numpy()
 
 

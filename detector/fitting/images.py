@@ -66,7 +66,7 @@ def noisy_copies(images: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
 
 def data_plan(cfg) -> plan.DataPlan:
     """The data plan of a fit (a FitConfig): the fixed slots and the chained slices at its sizes."""
-    if not getattr(cfg, "compact_plan", False):
+    if not cfg.compact_plan:
         return plan.DataPlan(n_fit=cfg.n_real, n_reference=cfg.n_reference, n_artifact=cfg.n_artifact,
                              n_reconstruction=cfg.n_reconstruction_train,
                              n_auxiliary=cfg.n_aux * len(cfg.aux_generators), n_operating=cfg.n_operating,
