@@ -98,8 +98,10 @@ def section(meta: dict, rows: list[dict], suffix: str) -> str:
              f"{c['encoder_steps']} steps; fit on {c['n_real']} photos and {c['n_fake']} samples, "
              f"{c['n_reference']} reference photos with their copies, {c['n_operating']} operating photos in 9 "
              f"launderings; cascade; evaluation on {c['n_eval']} per class and condition). Random weights in "
-             "NVIDIA's paper layout (the cost does not depend on them). Not counted: the artifact CNN's and the "
-             "classifier's training, which add minutes, not hours, at 32 pixels.", "",
+             "NVIDIA's paper layout (the cost does not depend on them), so no accuracy column: what a build's "
+             "detector achieves is its own REPORT.md's, and the embedded detector's accuracy at this inversion "
+             "setting is the operating-point section's. Not counted: the artifact CNN's and the classifier's "
+             "training, which add minutes, not hours, at 32 pixels.", "",
              "| model | G params | inversion | encoder step | encoder | fit | cascade | evaluation | whole build |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
