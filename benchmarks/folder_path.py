@@ -109,7 +109,8 @@ def intervals(m: dict) -> dict:
 
 def section(meta: dict, rows: dict) -> list[str]:
     lines = ["## The folder path against the built-in loader (`python -m benchmarks.folder_path`)", "",
-             f"Run {meta['date']} ({meta['minutes']} min, {meta['machine']}): the Fashion-MNIST train split "
+             f"Run {meta['date']} ({meta['minutes']} min, {meta['machine']}; features through the feature cache, "
+             "about 25 min when it is empty): the Fashion-MNIST train split "
              f"exported as {meta['files']:,} PNG files, two fits of the embedded generator and encoder with the "
              f"same reduced configuration (`resynth fit {' '.join(meta['sizes'])}`, with and without "
              f"`--real FOLDER`), each evaluated by `resynth eval-detector --n {meta['n_eval']}` on both held-out "
