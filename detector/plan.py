@@ -47,6 +47,9 @@ STREAMS = {
     "cascade_split": 7_000_000_201,    # + seed: which of the cascade's photos are its reference
     "attribution_fakes": 8_000_000_009,  # + 7919 k + seed: the k-th registered generator's samples
     "attribution_launder": 9_000_000_011,  # + seed: the launderings of the attribution images
+    "distill": 9_100_000_003,          # + seed: the distilled encoder's train-split photos (their permutation)
+    "distill_fakes": 9_200_000_007,    # + seed: its samples (seed * 1_000_003 + chunk)
+    "distill_launder": 9_300_000_011,  # + seed: the launderings of both (seed * 1_000_003 + chunk)
 }
 STREAM_STEPS = {"aux_fakes": 1, "attribution_fakes": 7919}
 MAX_GENERATORS = 16  # streams with a step are distinct for this many generators

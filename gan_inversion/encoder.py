@@ -114,7 +114,7 @@ class EncoderTrainConfig:
 
 def _save_encoder(path: Path, E: Encoder, *, G_fp: str, backend: str, cfg: EncoderTrainConfig, step: int,
                   opt: torch.optim.Optimizer | None, elapsed_s: float, metrics: dict,
-                  init_from: dict | None = None) -> None:
+                  init_from: dict | None = None, extra: dict | None = None) -> None:
     finished = step >= cfg.steps
     # A finished encoder is stored slim (fp16, no optimizer state); a run extended later restarts Adam.
     sd = half_state(E) if finished else E.state_dict()
@@ -123,6 +123,7 @@ def _save_encoder(path: Path, E: Encoder, *, G_fp: str, backend: str, cfg: Encod
            "step": step, "elapsed_s": elapsed_s, "metrics": dict(metrics)}
     if init_from is not None:
         obj["init_from"] = dict(init_from)
+    obj.update(extra or {})  # e.g. a distilled student's `distilled_from` (gan_inversion/distill.py)
     if opt is not None and not finished:
         obj["opt"] = opt.state_dict()
     atomic_save(obj, path)
@@ -143,6 +144,7 @@ def load_encoder(path: str | Path, *, G: Generator | None = None, device="cpu") 
         raise BundleError(f"{path}: encoder weights do not match its architecture: {exc}") from exc
     info = {k: obj[k] for k in ("generator_fingerprint", "perceptual", "config", "step", "elapsed_s", "metrics")}
     info["init_from"] = obj.get("init_from")
+    info["distilled_from"] = obj.get("distilled_from")
     return E.to(device).eval().requires_grad_(False), info
 
 
