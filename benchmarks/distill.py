@@ -46,8 +46,11 @@ from .roc import HELD_OUT_CONDITIONS, OWN, UNSEEN, fake_sets
 
 
 def nets_for(det: Detector, encoder, steps: int) -> FeatureNets:
-    return FeatureNets(G=det.G, D=det.D, encoder=encoder, perceptual=det.perceptual,
-                       feature_cfg=dataclasses.replace(det.feature_cfg, refine_steps=steps))
+    """The detector's inversion with `encoder` and `steps` refinement steps (with none, every degradation candidate
+    is scored on the guess, as the cascade's first stage does)."""
+    cfg = dataclasses.replace(det.feature_cfg, refine_steps=steps,
+                              search_steps=det.feature_cfg.search_steps if steps > 0 else None)
+    return FeatureNets(G=det.G, D=det.D, encoder=encoder, perceptual=det.perceptual, feature_cfg=cfg)
 
 
 def features(nets: FeatureNets, images: torch.Tensor, desc: str) -> tuple[np.ndarray, list[str]]:

@@ -79,6 +79,25 @@ def evaluate_student(E: Encoder, G: Generator, images_u8: torch.Tensor, targets:
     return {"latent": float(torch.cat(lat).mean()), "synthesis_mse": float(torch.cat(pix).mean())}
 
 
+def _distill_step(E: Encoder, opt: torch.optim.Optimizer, G: Generator, x: torch.Tensor, t: torch.Tensor, *,
+                  perceptual: PerceptualDistance, cfg: DistillConfig) -> dict[str, float]:
+    """One step on images x [B, C, H, W] and their refined codes t [B, num_ws, w_dim]; the step's losses."""
+    pred = E(x)  # [B, num_ws, w_dim]
+    lat = latent_error(pred, t, cfg.space).mean()
+    loss, out = cfg.latent_weight * lat, {}
+    if cfg.image_weight > 0:
+        with torch.no_grad():
+            teacher_img = G.synthesis(t, noise_mode="const")
+        img = reconstruction_loss(perceptual, G.synthesis(_as_ws(pred, cfg.space), noise_mode="const"), teacher_img,
+                                  cfg.pixel_weight).mean()
+        loss = loss + cfg.image_weight * img
+        out["image"] = float(img.detach())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {**out, "latent": float(lat.detach()), "loss": float(loss.detach())}
+
+
 def train_distilled(
     path: str | Path,
     G: Generator,
@@ -120,24 +139,11 @@ def train_distilled(
     while step < cfg.steps:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = train_idx[torch.randint(len(train_idx), (cfg.batch,), generator=gen)]
-        x = to_float(images_u8[idx]).to(device)
-        t = targets[idx].to(device)
-        pred = E(x)  # [B, num_ws, w_dim]
-        lat = latent_error(pred, t, cfg.space).mean()
-        loss = cfg.latent_weight * lat
-        if cfg.image_weight > 0:
-            with torch.no_grad():
-                teacher_img = G.synthesis(t, noise_mode="const")
-            img = reconstruction_loss(perceptual, G.synthesis(_as_ws(pred, cfg.space), noise_mode="const"),
-                                      teacher_img, cfg.pixel_weight).mean()
-            loss = loss + cfg.image_weight * img
-            sums["image"] = sums.get("image", 0.0) + float(img.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        losses = _distill_step(E, opt, G, to_float(images_u8[idx]).to(device), targets[idx].to(device),
+                               perceptual=perceptual, cfg=cfg)
         step += 1
-        sums["latent"] = sums.get("latent", 0.0) + float(lat.detach())
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
         n_sum += 1
         bar.update(1)
         if step % 25 == 0:

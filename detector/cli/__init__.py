@@ -1,8 +1,8 @@
 """`resynth` command line: one argparse program, one subcommand per library function.
 
 The detector commands live here (fit.py: fit, fit-cascade, latent-map, calibrate, eval-detector; build.py: build;
-score.py: detect, audit, roc); the generator commands beside their library in gan_inversion/cli.py; `serve` in
-api/cli.py. `build_parser` puts them together.
+score.py: detect, audit, roc; distill.py: distill-encoder); the generator commands beside their library in
+gan_inversion/cli.py; `serve` in api/cli.py. `build_parser` puts them together.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gan_inversion.perceptual import PerceptualUnavailable
 from ..audit.ray_engine import RayUnavailable
 from ..audit.walk import OutsideRoot
 from ..spec import DetectorError
-from . import build, fit, score
+from . import build, distill, fit, score
 
 
 def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:
     gan_cli.add_commands(sub)
     fit.add_commands(sub)
     build.add_commands(sub)
+    distill.add_commands(sub)
     score.add_commands(sub)
     for register in extra:
         register(sub)
