@@ -56,6 +56,11 @@ def _as_ws(pred: torch.Tensor, space: str) -> torch.Tensor:
     return pred.mean(dim=1, keepdim=True).expand_as(pred) if space == "W" else pred
 
 
+def _plain(d: dict) -> dict:
+    """As JSON would hold it (tuples as lists), to compare what a file records with what a caller gives."""
+    return json.loads(json.dumps(d))
+
+
 def split_targets(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, validation indices) of n targets, by a seeded permutation."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -128,7 +133,8 @@ def train_distilled(
     opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     step, elapsed0, init_info = _start_encoder(path, E, opt, G, G_fp=G_fp, cfg=cfg, backend=perceptual.backend_id,
                                                init_from=init_from)
-    if path.exists() and source is not None and read_checkpoint(path).get("distilled_from", source) != source:
+    recorded = read_checkpoint(path).get("distilled_from", source) if path.exists() and source is not None else source
+    if _plain(recorded or {}) != _plain(source or {}):
         raise ValueError(f"{path}: this student was distilled from other targets; use a new path")
     train_idx, val_idx = split_targets(len(images_u8), cfg.val_fraction, cfg.seed)
     targets = targets.float()

@@ -62,10 +62,12 @@ def test_distillation_resumes_and_refuses_other_targets(tmp_path, start, perc):
     images, ws = _targets(G, 32, seed=1)
     cfg = DistillConfig(steps=6, batch=8, checkpoint_every=100)
     out = tmp_path / "s.pt"
-    train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 32},
+    train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 32, "grid": (0.5, 1.0)},
                     max_seconds=0.0, progress=False)
     assert load_encoder(out, G=G)[1]["step"] == 1  # stopped after one step, saved resumably
-    train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 32}, progress=False)
+    # the same targets described as JSON would (a manifest read back: lists for tuples) resume the run
+    train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 32, "grid": [0.5, 1.0]},
+                    progress=False)
     assert load_encoder(out, G=G)[1]["step"] == 6
     with pytest.raises(ValueError, match="other targets"):
         train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 33},
