@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import time
 from functools import partial
 
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-photos", type=int, default=500, help="test-split photos per condition")
     ap.add_argument("--n-fakes", type=int, default=300, help="samples per generator and condition")
     ap.add_argument("--n-train", type=int, default=1500, help="train photos and samples of each classifier")
+    ap.add_argument("--section", default="distill",
+                    help="the RESULTS.md section (and results/<section>.json) to write: another run beside the first")
     a = ap.parse_args(argv)
     t_start = time.time()
     torch.manual_seed(0)
@@ -170,9 +173,10 @@ def main(argv=None) -> int:
             "n_train": a.n_train, "n_photos": a.n_photos, "n_fakes": a.n_fakes,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
             "minutes": (time.time() - t_start) / 60}
-    (RESULTS_DIR / "distill.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (RESULTS_DIR / f"{a.section}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     body = render(meta, results)
-    write_section("distill", "## The distilled encoder's frontier (`python -m benchmarks.distill`)\n\n" + body)
+    run = " ".join(["python -m benchmarks.distill", *(sys.argv[1:] if argv is None else argv)])
+    write_section(a.section, f"## The distilled encoder's frontier (`{run}`)\n\n" + body)
     print(body)
     return 0
 
