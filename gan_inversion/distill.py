@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .checkpoints import read_checkpoint
 from .data import to_float
-from .encoder import Encoder, _save_encoder, _start_encoder, encoder_for, weights_fingerprint
+from .encoder import Encoder, _save_encoder, open_encoder_run
 from .networks import Generator
 from .perceptual import PerceptualDistance
 from .projector import reconstruction_loss
@@ -126,13 +126,8 @@ def train_distilled(
     if targets.shape != (len(images_u8), G.num_ws, G.w_dim):
         raise ValueError(f"targets must be [{len(images_u8)}, {G.num_ws}, {G.w_dim}], got {list(targets.shape)}")
     path = Path(path)
-    G = G.eval().requires_grad_(False).to(device)
-    G_fp = weights_fingerprint(G)
-    torch.manual_seed(cfg.seed)
-    E = encoder_for(G).to(device).train()
-    opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    step, elapsed0, init_info = _start_encoder(path, E, opt, G, G_fp=G_fp, cfg=cfg, backend=perceptual.backend_id,
-                                               init_from=init_from)
+    G, G_fp, E, opt, step, elapsed0, init_info = open_encoder_run(path, G, cfg, backend=perceptual.backend_id,
+                                                                  init_from=init_from, device=device)
     recorded = read_checkpoint(path).get("distilled_from", source) if path.exists() and source is not None else source
     if _plain(recorded or {}) != _plain(source or {}):
         raise ValueError(f"{path}: this student was distilled from other targets; use a new path")

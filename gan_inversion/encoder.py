@@ -176,6 +176,20 @@ def _start_encoder(path: Path, E: Encoder, opt: torch.optim.Optimizer, G: Genera
                     "steps": info0["step"], "perceptual": info0["perceptual"]}
 
 
+def open_encoder_run(path: Path, G: Generator, cfg, *, backend: str, init_from: str | Path | None, device):
+    """What a training run of an encoder for G starts from (cfg: its dataclass, with `seed` and `lr`): G frozen on
+    the device and its fingerprint, the encoder and its Adam, resumed from `path` or started from `init_from`
+    (_start_encoder); returns (G, G fingerprint, E, optimizer, step, elapsed s, init info)."""
+    G = G.eval().requires_grad_(False).to(device)
+    G_fp = weights_fingerprint(G)
+    torch.manual_seed(cfg.seed)
+    E = encoder_for(G).to(device).train()
+    opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    step, elapsed0, init_info = _start_encoder(path, E, opt, G, G_fp=G_fp, cfg=cfg, backend=backend,
+                                               init_from=init_from)
+    return G, G_fp, E, opt, step, elapsed0, init_info
+
+
 def _encoder_step(E: Encoder, opt: torch.optim.Optimizer, G: Generator, reals: ImageDataset, *,
                   perceptual: PerceptualDistance, cfg: EncoderTrainConfig, step: int, device) -> dict:
     """One step on generator samples (their latents known) and real photos; the step's losses (on the device)."""
@@ -227,13 +241,8 @@ def train_encoder(
     wall-clock time) on a saved, resumable state.
     """
     path = Path(path)
-    G = G.eval().requires_grad_(False).to(device)
-    G_fp = weights_fingerprint(G)
-    torch.manual_seed(cfg.seed)
-    E = encoder_for(G).to(device).train()
-    opt = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    step, elapsed0, init_info = _start_encoder(path, E, opt, G, G_fp=G_fp, cfg=cfg, backend=perceptual.backend_id,
-                                               init_from=init_from)
+    G, G_fp, E, opt, step, elapsed0, init_info = open_encoder_run(path, G, cfg, backend=perceptual.backend_id,
+                                                                  init_from=init_from, device=device)
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
     t0 = time.time()
     sums: dict[str, torch.Tensor] = {}  # running sums kept on the device (no host sync per step)
