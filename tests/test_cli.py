@@ -119,6 +119,11 @@ def test_fit_defaults_are_the_embedded_configuration():
     folder = config_from_args(build_parser().parse_args(["fit", "--real", "my_photos"]))
     assert folder.fit.compact_plan and folder.fit.aux_generators == ()  # Fashion-MNIST's auxiliary is not for it
     assert folder.command() == "resynth fit --no-aux-generator --real DIR"
+    # no refinement steps: the degradation candidates are scored on the encoder's guess, nothing is split
+    guess_only = config_from_args(build_parser().parse_args(["fit", "--refine-steps", "0"]))
+    assert guess_only.features.refine_steps == 0 and guess_only.features.search_steps is None
+    assert config_from_args(build_parser().parse_args(["fit", "--refine-steps", "0", "--search-steps", "0"])) \
+        == guess_only
 
 
 def _photo_folder(root, n: int, size: tuple[int, int], mode: str, seed: int = 0):

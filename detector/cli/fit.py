@@ -60,7 +60,8 @@ def config_from_args(args) -> DetectorConfig:
     features = dataclasses.replace(
         e.features, refine_steps=args.refine_steps, space=args.space,
         degradations=() if args.no_degradation_search else e.features.degradations,
-        search_steps=None if args.search_steps < 0 else args.search_steps)
+        # without refinement steps there is nothing to split: every candidate is scored on the encoder's guess
+        search_steps=None if args.search_steps < 0 or args.refine_steps == 0 else args.search_steps)
     real = bool(getattr(args, "real", None))  # the embedded auxiliary generator is Fashion-MNIST's: not for a folder
     aux = () if args.no_aux_generator else tuple(args.aux_generator or (() if real else e.fit.aux_generators))
     fit = dataclasses.replace(
