@@ -4,12 +4,14 @@ student learns them, resumes, and refuses to mix targets."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import torch
 
 from detector.features import extract_features
 from detector.fitting.distill import TargetPlan, chunk_images, load_targets, teacher_targets
+from gan_inversion.checkpoints import read_checkpoint
 from gan_inversion.data import ImageDataset, to_float, to_uint8
 from gan_inversion.distill import DistillConfig, evaluate_student, train_distilled
 from gan_inversion.encoder import EncoderTrainConfig, load_encoder, train_encoder
@@ -65,6 +67,16 @@ def test_distillation_resumes_and_refuses_other_targets(tmp_path, start, perc):
     train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 32, "grid": (0.5, 1.0)},
                     max_seconds=0.0, progress=False)
     assert load_encoder(out, G=G)[1]["step"] == 1  # stopped after one step, saved resumably
+    assert "opt" in read_checkpoint(out)
+    # a run cut short and accepted as it is: resumed with the step count it reached, it is stored slim
+    cut = tmp_path / "cut.pt"
+    shutil.copy(out, cut)
+    train_distilled(cut, G, images, ws, perceptual=perc, init_from=e0, cfg=dataclasses.replace(cfg, steps=1),
+                    source={"n": 32, "grid": (0.5, 1.0)}, progress=False)
+    slim = read_checkpoint(cut)
+    assert "opt" not in slim and slim["step"] == 1
+    assert all(v.dtype == torch.float16 for v in slim["state_dict"].values() if v.is_floating_point())
+    assert load_encoder(cut, G=G)[1]["metrics"] == read_checkpoint(out)["metrics"]
     # the same targets described as JSON would (a manifest read back: lists for tuples) resume the run
     train_distilled(out, G, images, ws, perceptual=perc, init_from=e0, cfg=cfg, source={"n": 32, "grid": [0.5, 1.0]},
                     progress=False)
