@@ -15,6 +15,9 @@ MODELS = REPO_ROOT / "models"
 DEFAULT_BUNDLE = MODELS / "fmnist32.pt"
 DEFAULT_ENCODER = MODELS / "fmnist32_encoder.pt"
 DEFAULT_DETECTOR = MODELS / "fmnist32_detector.json"
+# the same generator with the distilled encoder and no refinement steps (resynth distill-encoder, issue #31)
+DEFAULT_FAST_ENCODER = MODELS / "fmnist32_encoder_distilled.pt"
+FAST_DETECTOR = MODELS / "fmnist32_fast_detector.json"
 DEFAULT_FID_NET = MODELS / "fmnist_fid_net.pt"
 DEFAULT_AUXILIARY = MODELS / "auxiliary" / "upsample_conv.pt"
 # how detector files name it: relative to the repository (resolved against it when not found from the cwd)
