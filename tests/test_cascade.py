@@ -173,3 +173,29 @@ def test_service_reports_the_stage_and_can_switch_the_cascade_off(cascaded):
     off = default_loader(Settings(detector=str(d / "cas.json"), device="cpu"))
     assert off.first_stage is None and off.model_id == json.loads((d / "cas.json").read_text())["model_id"]
     assert all(r.stage is None for r in off.score_tensors(_images(2, seed=4)))
+
+
+def test_first_stage_images_are_judged_by_the_operating_point(cascaded, monkeypatch):
+    """With an operating point (fitted on the full detector's evidence), an image decided at stage 1, which
+    has no probe or artifact CNN score, is judged on what it has: a verdict, no error."""
+    from detector.components.operating import DOUBTS, OperatingPoint
+    from detector.fitting.operating import OperatingConfig, fit_operating_point, score_photos
+
+    _, full, det = cascaded
+    photos = _images(200, seed=14)
+    p, scores, deg, _ = score_photos(full, photos, cache=None, progress=False)
+    assert {"probe", "artifacts"} <= set(scores)
+    spec = fit_operating_point(p, scores, deg, photo=np.arange(200), condition=np.zeros(200, int), strata=None,
+                               cfg=OperatingConfig(target_fpr=0.05, conditions=("clean",), cells=False))
+    monkeypatch.setattr(det, "operating", OperatingPoint(spec))
+    fs = det.first_stage
+    x = _images(8, seed=13)
+    for lo, hi in ((det.threshold, det.threshold), (0.0, 1.0)):  # everything at stage 1; everything refined
+        monkeypatch.setattr(fs, "lo", lo)
+        monkeypatch.setattr(fs, "hi", hi)
+        results = det.score_tensors(x)
+        assert {r.stage for r in results} == ({"first"} if lo == hi else {"refined"})
+        for r in results:
+            assert r.verdict in ("fake", "uncertain", "real")
+            if r.stage == "first":  # the checks it was never scored on raise no doubt
+                assert not {DOUBTS["probe"], DOUBTS["artifacts"]} & set(r.doubts)

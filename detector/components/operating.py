@@ -188,6 +188,8 @@ class OperatingPoint:
             ref = self.per_stratum[k]["reference"]
             for c in self.checks:
                 out[c][m] = -np.log(tail_probability(ref[c], np.asarray(scores[c])[m]))
+        for c in self.checks:  # NaN: a check this image's stage did not weigh (a cascade's first stage) is no doubt
+            out[c] = np.nan_to_num(out[c], nan=0.0)
         return out
 
     def judge(self, p_fake: np.ndarray, scores: dict[str, np.ndarray], degradation: np.ndarray | None,

@@ -73,6 +73,9 @@ class CascadeDetector(Detector):
             for k, i in enumerate(rest):
                 rows[i] = (1, k)
                 timings[i].update({**fb.timings_ms, "classify": ms2})
+        if self.evidence is not None:  # an evidence the first stage does not weigh: NaN (not weighed) for its
+            for e in self.evidence.names:  # images, as Evidence.update leaves it in a mixed batch
+                ev.scores.setdefault(e, np.full(N, np.nan))
         X = np.stack([batches[b].values[k].numpy() for b, k in rows])  # each image's row, from the stage that
         judgement = self.judge(ev, X, fb1.names, images) if len(batches) == 1 or batches[1].names == fb1.names \
             else None                                             # decided it
