@@ -1,6 +1,7 @@
 """Load benchmark of the HTTP service: the real server on loopback, real images, bounded concurrency.
 
     python -m benchmarks.api_load [--requests 48] [--concurrency 1,4,16] [--overload-inflight 2]
+    python -m benchmarks.api_load --batch-max 4,8,16,32 [--detector FILE]   # the batcher's largest batch
 
 Starts `resynth serve` on a free loopback port with the embedded detector, waits for /readyz, then for
 each concurrency level sends a fixed number of POST /v1/detect requests (test-split photos and fresh
@@ -142,9 +143,16 @@ def main(argv=None) -> int:
     ap.add_argument("--overload-inflight", type=int, default=2, help="in-flight limit of the overload run")
     ap.add_argument("--bundle", default=os.path.join(REPO, "models", "fmnist32.pt"))
     ap.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
+    ap.add_argument("--detector", default=None, help="detector file the service loads (default: the embedded one)")
+    ap.add_argument("--batch-max", default=None,
+                    help="comma-separated RESYNTH_BATCH_MAX values: instead of the levels above, concurrency 1 and "
+                         "16 under each (the 'batch_max' section of RESULTS.md)")
     args = ap.parse_args(argv)
 
     images = sample_pngs(32, args.bundle)
+    if args.batch_max:
+        return batch_sweep(images, [int(x) for x in args.batch_max.split(",")], args.requests, args.detector,
+                           write=not args.no_write)
     levels_c = [int(x) for x in args.concurrency.split(",")]
     plan = [(c, max(levels_c)) for c in levels_c] + [(max(levels_c), args.overload_inflight)]
     levels, model = [], None
@@ -164,6 +172,37 @@ def main(argv=None) -> int:
     (RESULTS_DIR / "api_load.json").write_text(json.dumps({"meta": meta, "levels": levels}, indent=2))
     if not args.no_write:
         write_section("api_load", load_table(meta, levels, "`python -m benchmarks.api_load`"))
+    return 0
+
+
+def batch_sweep(images: list[bytes], batch_maxes: list[int], requests: int, detector: str | None, *,
+                write: bool) -> int:
+    """The micro-batcher's largest batch chosen by measurement: p50 at concurrency 1 and images/s at 16 (requests
+    x 2 of them) under each RESYNTH_BATCH_MAX, one server each, the in-flight limit as shipped."""
+    rows, model = [], None
+    for b in batch_maxes:
+        env = {"RESYNTH_BATCH_MAX": str(b), **({"RESYNTH_DETECTOR": detector} if detector else {})}
+        with serving(None, env_extra=env) as url:
+            model = httpx.get(url + "/v1/model").json()
+            asyncio.run(run_level(url, images, 4, 16))  # warm-up
+            c1 = asyncio.run(run_level(url, images, 1, requests))
+            c16 = asyncio.run(run_level(url, images, 16, 2 * requests))
+        rows.append({"batch_max": b, "p50_ms_c1": c1["p50_ms"], "images_per_s_c16": c16["images_per_s"],
+                     "p50_ms_c16": c16["p50_ms"], "status_503_c16": c16["status_503"]})
+        print(json.dumps(rows[-1]), flush=True)
+    lines = ["## The micro-batcher's largest batch (`python -m benchmarks.api_load --batch-max "
+             f"{','.join(map(str, batch_maxes))}" + (f" --detector {detector}`)" if detector else "`)"), "",
+             f"Model `{model['model_id']}` (K={model['refine_steps']}), {os.cpu_count()} CPUs ({platform.machine()}), "
+             f"run {time.strftime('%Y-%m-%d')}; one server per row, {requests} requests at concurrency 1 and "
+             f"{2 * requests} at 16, client and server on the same machine.", "",
+             "| RESYNTH_BATCH_MAX | p50 ms, concurrency 1 | images/s, concurrency 16 | p50 ms, concurrency 16 | 503 |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['batch_max']} | {r['p50_ms_c1']:.0f} | {r['images_per_s_c16']:.1f} | {r['p50_ms_c16']:.0f} | "
+              f"{r['status_503_c16']} |" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        write_section("batch_max", text)
     return 0
 
 

@@ -82,6 +82,28 @@ def test_search_picks_the_degradation_and_is_batch_independent(G, perc):
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())  # G never modified
 
 
+def test_candidates_scored_on_the_guess_whatever_their_grouping(G, perc, monkeypatch):
+    """No refinement step: every candidate's loss is what `invert` with 0 steps gives under it, whether the
+    candidates share a perceptual pass (a small batch) or go one at a time (a large one)."""
+    import gan_inversion.degradation as degradation
+
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(9)))
+        target = gaussian_blur(G.synthesis(ws, noise_mode="const"), 1.0)
+    enc = PerfectGuess(target, ws)
+    grid = (Degradation(), Degradation(blur_sigma=1.0), Degradation(scale=0.5))
+    cfg = InvertConfig(refine_steps=0, space="W+")
+    expect = torch.stack([invert(G, target, encoder=None, perceptual=perc, cfg=cfg, degradation=d,
+                                 ws_init=enc(target))[0].final_loss for d in grid], dim=1)  # [4, 3]
+    for per_pass_images in (64, 4, 1):  # all candidates in one pass; one candidate a pass; one image a pass
+        monkeypatch.setattr(degradation, "SCORE_PASS", per_pass_images)
+        out = invert_degraded(G, target, encoder=enc, perceptual=perc, cfg=cfg, grid=grid)
+        assert torch.allclose(out.losses, expect, atol=1e-5), per_pass_images
+        assert [d.blur_sigma for d in out.degradations] == [1.0] * 4
+    alone = invert_degraded(G, target[2:3], encoder=enc, perceptual=perc, cfg=cfg, grid=grid)
+    assert torch.allclose(alone.losses[0], expect[2], atol=1e-5)
+
+
 def test_cheap_search_continues_each_image_under_its_own_degradation(G, perc):
     """search_steps=k: k steps per candidate, then the best per image continues; images in one batch may have
     chosen different degradations, and each one's result is the one it gets alone."""
