@@ -35,7 +35,7 @@ from .audits import router as audits_router
 from .batcher import Batcher
 from .errors import ApiError, error_responses, install_error_handlers
 from .guard import Metrics, RequestGuard
-from .settings import Settings, check_settings
+from .settings import Settings, check_settings, scoring_threads
 
 STATIC = Path(__file__).resolve().parent / "static"
 DETECT_PATH = "/v1/detect"
@@ -135,8 +135,7 @@ def _lifespan(settings: Settings, loader: Callable[[Settings], Detector]):
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.torch_threads > 0:
-            torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(scoring_threads(settings))
         metrics = app.state.metrics
         app.state.detector = await anyio.to_thread.run_sync(loader, settings)
         app.state.capacity = anyio.CapacityLimiter(settings.max_inflight)

@@ -1,7 +1,8 @@
 """Load benchmark of the HTTP service: the real server on loopback, real images, bounded concurrency.
 
     python -m benchmarks.api_load [--requests 48] [--concurrency 1,4,16] [--overload-inflight 2]
-    python -m benchmarks.api_load --batch-max 4,8,16,32 [--detector FILE]   # the batcher's largest batch
+    python -m benchmarks.api_load --batch-max 4,8,16 [--detector FILE]      # the batcher's largest batch
+    python -m benchmarks.api_load --torch-threads 1,2 [--detector FILE]     # the scoring thread count
 
 Starts `resynth serve` on a free loopback port with the embedded detector, waits for /readyz, then for
 each concurrency level sends a fixed number of POST /v1/detect requests (test-split photos and fresh
@@ -147,12 +148,17 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-max", default=None,
                     help="comma-separated RESYNTH_BATCH_MAX values: instead of the levels above, concurrency 1 and "
                          "16 under each (the 'batch_max' section of RESULTS.md)")
+    ap.add_argument("--torch-threads", default=None,
+                    help="comma-separated RESYNTH_TORCH_THREADS values, measured as --batch-max is (the "
+                         "'torch_threads' section)")
     args = ap.parse_args(argv)
 
     images = sample_pngs(32, args.bundle)
-    if args.batch_max:
-        return batch_sweep(images, [int(x) for x in args.batch_max.split(",")], args.requests, args.detector,
-                           write=not args.no_write)
+    for var, values, section in (("RESYNTH_BATCH_MAX", args.batch_max, "batch_max"),
+                                 ("RESYNTH_TORCH_THREADS", args.torch_threads, "torch_threads")):
+        if values:
+            return env_sweep(images, var, [int(x) for x in values.split(",")], args.requests, args.detector,
+                             section=section, write=not args.no_write)
     levels_c = [int(x) for x in args.concurrency.split(",")]
     plan = [(c, max(levels_c)) for c in levels_c] + [(max(levels_c), args.overload_inflight)]
     levels, model = [], None
@@ -175,34 +181,35 @@ def main(argv=None) -> int:
     return 0
 
 
-def batch_sweep(images: list[bytes], batch_maxes: list[int], requests: int, detector: str | None, *,
-                write: bool) -> int:
-    """The micro-batcher's largest batch chosen by measurement: p50 at concurrency 1 and images/s at 16 (requests
-    x 2 of them) under each RESYNTH_BATCH_MAX, one server each, the in-flight limit as shipped."""
+def env_sweep(images: list[bytes], var: str, values: list[int], requests: int, detector: str | None, *,
+              section: str, write: bool) -> int:
+    """A service setting chosen by measurement: p50 at concurrency 1 and images/s at 16 (requests x 2 of them)
+    under each value of the environment variable `var`, one server each, everything else as shipped."""
     rows, model = [], None
-    for b in batch_maxes:
-        env = {"RESYNTH_BATCH_MAX": str(b), **({"RESYNTH_DETECTOR": detector} if detector else {})}
+    flag = "--" + section.replace("_", "-")
+    for v in values:
+        env = {var: str(v), **({"RESYNTH_DETECTOR": detector} if detector else {})}
         with serving(None, env_extra=env) as url:
             model = httpx.get(url + "/v1/model").json()
             asyncio.run(run_level(url, images, 4, 16))  # warm-up
             c1 = asyncio.run(run_level(url, images, 1, requests))
             c16 = asyncio.run(run_level(url, images, 16, 2 * requests))
-        rows.append({"batch_max": b, "p50_ms_c1": c1["p50_ms"], "images_per_s_c16": c16["images_per_s"],
+        rows.append({"value": v, "p50_ms_c1": c1["p50_ms"], "images_per_s_c16": c16["images_per_s"],
                      "p50_ms_c16": c16["p50_ms"], "status_503_c16": c16["status_503"]})
         print(json.dumps(rows[-1]), flush=True)
-    lines = ["## The micro-batcher's largest batch (`python -m benchmarks.api_load --batch-max "
-             f"{','.join(map(str, batch_maxes))}" + (f" --detector {detector}`)" if detector else "`)"), "",
+    lines = [f"## The service's {var} (`python -m benchmarks.api_load {flag} {','.join(map(str, values))}"
+             + (f" --detector {detector}`)" if detector else "`)"), "",
              f"Model `{model['model_id']}` (K={model['refine_steps']}), {os.cpu_count()} CPUs ({platform.machine()}), "
              f"run {time.strftime('%Y-%m-%d')}; one server per row, {requests} requests at concurrency 1 and "
              f"{2 * requests} at 16, client and server on the same machine.", "",
-             "| RESYNTH_BATCH_MAX | p50 ms, concurrency 1 | images/s, concurrency 16 | p50 ms, concurrency 16 | 503 |",
+             f"| {var} | p50 ms, concurrency 1 | images/s, concurrency 16 | p50 ms, concurrency 16 | 503 |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r['batch_max']} | {r['p50_ms_c1']:.0f} | {r['images_per_s_c16']:.1f} | {r['p50_ms_c16']:.0f} | "
+    lines += [f"| {r['value']} | {r['p50_ms_c1']:.0f} | {r['images_per_s_c16']:.1f} | {r['p50_ms_c16']:.0f} | "
               f"{r['status_503_c16']} |" for r in rows]
     text = "\n".join(lines)
     print(text)
     if write:
-        write_section("batch_max", text)
+        write_section(section, text)
     return 0
 
 

@@ -144,6 +144,13 @@ def test_settings_from_env():
         settings_from_env({"RESYNTH_MAX_INFLIGHT": "0"})
 
 
+def test_scoring_leaves_a_core_to_the_service_unless_told():
+    from api.settings import scoring_threads
+
+    assert [scoring_threads(Settings(), cpus=c) for c in (1, 2, 16)] == [1, 1, 15]
+    assert scoring_threads(settings_from_env({"RESYNTH_TORCH_THREADS": "2"}), cpus=2) == 2
+
+
 def test_the_guard_knows_every_plain_route():
     """Requests refused before routing (413, 408, a client gone) are counted under their route's path, included
     routers too."""
