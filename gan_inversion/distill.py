@@ -167,10 +167,10 @@ def train_distilled(
         if out_of_time:
             break
     bar.close()
-    if step >= cfg.steps and "opt" in read_checkpoint(path):
+    ckpt = read_checkpoint(path) if step >= cfg.steps else {}
+    if "opt" in ckpt:
         # resumed with a step count it had already reached (a run cut short and accepted as it is): stored slim,
         # as a run that ends on its last step is, with the metrics of its last save
-        ckpt = read_checkpoint(path)
         _save_encoder(path, E, G_fp=G_fp, backend=perceptual.backend_id, cfg=cfg, step=step, opt=None,
                       elapsed_s=ckpt["elapsed_s"], metrics=ckpt["metrics"], init_from=init_info,
                       extra={"distilled_from": dict(source or {})})
