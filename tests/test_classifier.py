@@ -30,6 +30,8 @@ def test_fit_export_round_trip(nonlinear, calibration, tmp_path):
     Xt, _ = _data(n=200, seed=1, nonlinear=nonlinear)
     Xt[0, 1] = np.nan if nonlinear else Xt[0, 1]  # trees route missing values like sklearn does
     assert np.allclose(clf.predict_proba(Xt), sk.predict_proba(Xt)[:, 1], atol=1e-9)
+    # a row alone (a request) gets what it gets in a batch (all trees are walked together, row by row)
+    assert np.allclose([clf.decision(Xt[i:i + 1])[0] for i in range(10)], clf.decision(Xt)[:10], atol=1e-12)
     assert clf.feature_names == names and 0 <= clf.threshold <= 1
     assert spec["calibration_split"]["fpr_at_threshold"] <= 0.01 + 1e-9
     assert spec["calibration_split"]["auc"] > 0.8

@@ -29,24 +29,46 @@ class JsonClassifier:
         else:
             self.baseline = float(m["baseline"])
             self.trees = [{k: np.asarray(v) for k, v in t.items()} for t in m["trees"]]
+            self._pack_trees()
+
+    def _pack_trees(self) -> None:
+        """Every tree's nodes in one table (children as absolute node indices), so that all trees are walked
+        together, one level a step: a few numpy calls per level, not per tree and level (a request's one row went
+        from ~12 ms to well under 1)."""
+        sizes = [len(t["leaf"]) for t in self.trees]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        cat = lambda key: np.concatenate([t[key] for t in self.trees]) if self.trees else np.zeros(0)  # noqa: E731
+        self._roots = offsets                                                   # [T] each tree's root
+        self._leaf = cat("leaf").astype(bool)
+        self._feature = np.clip(cat("feature").astype(np.int64), 0, max(len(self.mean) - 1, 0))  # leaves: unused
+        self._threshold = cat("threshold").astype(np.float64)
+        self._missing_left = cat("missing_left").astype(bool)
+        shift = np.repeat(offsets, sizes)
+        self._left = np.where(self._leaf, 0, cat("left").astype(np.int64)) + shift
+        self._right = np.where(self._leaf, 0, cat("right").astype(np.int64)) + shift
+        self._value = cat("value").astype(np.float64)
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         X = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
         if self.kind == "logistic":
             return X @ self.coef + self.intercept
-        out = np.full(len(X), self.baseline)
-        for t in self.trees:
-            node = np.zeros(len(X), dtype=np.int64)
-            active = ~t["leaf"][node]
-            while active.any():
-                idx = np.nonzero(active)[0]
-                nd = node[idx]
-                x = X[idx, t["feature"][nd]]
-                go_left = np.where(np.isnan(x), t["missing_left"][nd], x <= t["threshold"][nd])
-                node[idx] = np.where(go_left, t["left"][nd], t["right"][nd])
-                active = ~t["leaf"][node]
-            out += t["value"][node]
-        return out
+        T = len(self._roots)
+        node = np.tile(self._roots, len(X))         # [N * T] the node each (row, tree) is at, row-major
+        row = np.repeat(np.arange(len(X)), T)       # [N * T] its row
+        todo = np.flatnonzero(~self._leaf[node])    # the (row, tree) pairs not at a leaf yet
+        for _ in range(len(self._leaf) + 1):        # a tree is never deeper than its node count
+            if not todo.size:
+                break
+            nd = node[todo]
+            x = X[row[todo], self._feature[nd]]
+            go_left = np.where(np.isnan(x), self._missing_left[nd], x <= self._threshold[nd])
+            nxt = np.where(go_left, self._left[nd], self._right[nd])
+            node[todo] = nxt
+            todo = todo[~self._leaf[nxt]]
+        else:
+            raise ValueError("the classifier's trees have a cycle")
+        node = node.reshape(len(X), T)
+        return self.baseline + self._value[node].sum(axis=1)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(fake) [N], calibrated."""
