@@ -29,6 +29,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from detector.runtime import Detector, ScoreResult, VerdictPolicy
 from gan_inversion.defaults import pick_device
+from gan_inversion.ort import OrtConfig
 
 from .audits import AuditManager
 from .audits import router as audits_router
@@ -59,7 +60,8 @@ DetectResponse = create_model(
 
 def default_loader(settings: Settings) -> Detector:
     return Detector.load(settings.detector, device=pick_device(settings.device), max_pixels=settings.max_pixels,
-                         refine_steps=settings.refine_steps, cascade=settings.cascade,
+                         refine_steps=settings.refine_steps, cascade=settings.cascade, runtime=settings.runtime,
+                         onnx=OrtConfig(cache_dir=None if settings.onnx_cache == "none" else settings.onnx_cache),
                          policy=VerdictPolicy(margin=settings.uncertain_margin,
                                               stability_checks=settings.stability_checks))
 

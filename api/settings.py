@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from detector.runtime import RUNTIMES
 from gan_inversion.defaults import DEFAULT_DETECTOR
+from gan_inversion.ort import DEFAULT_CACHE
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class Settings:
     stability_checks: int = 0              # RESYNTH_STABILITY_CHECKS: mild re-degradations scored too (0-3)
     cascade: bool = False                  # RESYNTH_CASCADE: 1 uses the detector's cascade (clear cases decided
                                            # on the encoder's guess: faster, ranks worse)
+    runtime: str = "auto"                  # RESYNTH_RUNTIME: torch | onnx | auto (ONNX Runtime for a detector
+                                           # without refinement steps, on the CPU: Detector.load)
+    onnx_cache: str = str(DEFAULT_CACHE)   # RESYNTH_ONNX_CACHE: folder for the exported ONNX graphs, reused
+                                           # across starts ('none': a temporary folder, exported at each start)
 
 
 def boolean(raw: str) -> bool:
@@ -59,6 +65,7 @@ ENV = {
     "uncertain_margin": ("RESYNTH_UNCERTAIN_MARGIN", float),
     "stability_checks": ("RESYNTH_STABILITY_CHECKS", int), "cascade": ("RESYNTH_CASCADE", boolean),
     "batch_max": ("RESYNTH_BATCH_MAX", int), "batch_wait_ms": ("RESYNTH_BATCH_WAIT_MS", float),
+    "runtime": ("RESYNTH_RUNTIME", str), "onnx_cache": ("RESYNTH_ONNX_CACHE", str),
 }
 
 
@@ -97,6 +104,8 @@ def check_settings(s: Settings) -> None:
                          "RESYNTH_BODY_TIMEOUT must be positive")
     if s.batch_max < 1 or s.batch_wait_ms < 0:
         raise ValueError(f"RESYNTH_BATCH_MAX={s.batch_max} must be >= 1 and RESYNTH_BATCH_WAIT_MS >= 0")
+    if s.runtime not in RUNTIMES:
+        raise ValueError(f"RESYNTH_RUNTIME={s.runtime!r} must be one of {', '.join(RUNTIMES)}")
     if not 0 <= s.stability_checks <= 3:
         raise ValueError(f"RESYNTH_STABILITY_CHECKS={s.stability_checks} must lie between 0 and 3")
     if not 0 <= s.max_audits <= s.max_inflight or s.audit_queue < 0:

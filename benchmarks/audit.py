@@ -29,6 +29,8 @@ from detector.runtime import Detector
 from gan_inversion.data import load_fashion_mnist, to_uint8
 from gan_inversion.defaults import DEFAULT_DATA, DEFAULT_DETECTOR
 from gan_inversion.metrics import generate
+from gan_inversion.ort import DEFAULT_CACHE as ORT_CACHE
+from gan_inversion.ort import OrtConfig
 
 from .common import RESULTS_DIR, write_section
 
@@ -74,7 +76,8 @@ def timed_audit(folder: Path, det: Detector, workers: int, detector_path: str, *
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     engine = open_db(db)
-    loader = functools.partial(Detector.load, detector_path)
+    # as `resynth audit` loads it (its default runtime and ONNX cache)
+    loader = functools.partial(Detector.load, detector_path, runtime="auto", onnx=OrtConfig(cache_dir=str(ORT_CACHE)))
     t0 = time.perf_counter()
     run_audit(engine, folder, detector=det, cfg=AuditConfig(workers=workers), loader=loader, progress=True,
               ray=ray_cfg)
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--driver-only", action="store_true",
                     help="only the driver's own costs (walk and hash, store) that bound a cluster's throughput")
     args = ap.parse_args(argv)
-    det = Detector.load(args.detector)
+    det = Detector.load(args.detector, runtime="auto", onnx=OrtConfig(cache_dir=str(ORT_CACHE)))  # as `resynth audit`
     images, videos = build_folder(det, args.n, args.videos)
     if args.driver_only:
         d = driver_costs(images)

@@ -41,9 +41,12 @@ from detector.fitting.evaluate import first_stage_features
 from detector.fitting.images import quantize
 from detector.metrics import point_metrics
 from detector.runtime import Detector
+from detector.runtime.pipeline import uses_onnx
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR, FAST_DETECTOR, pick_device
 from gan_inversion.metrics import generate
+from gan_inversion.ort import DEFAULT_CACHE as ORT_CACHE
+from gan_inversion.ort import OrtConfig
 
 from .common import RESULTS_DIR, write_section
 from .roc import OWN, UNSEEN
@@ -87,6 +90,7 @@ def accuracy(det: Detector, reals: torch.Tensor, fakes: torch.Tensor, *, progres
 
 
 KEYS = {"full": "full", "cascade": "cascade", "first stage only": "first"}
+ONNX = "full, ONNX Runtime"  # the setting of a detector served on ONNX Runtime (runtime 'auto')
 
 
 def metrics_of(y, p, t) -> dict:
@@ -240,6 +244,21 @@ def measure(path: str, args, device, test, rate: float) -> dict:
         f_first = flops_of(det, det.first_stage.feature_cfg)
         share1 = timing["cascade"]["batch1"]["decided_first"]
         flops |= {"first stage only": f_first, "cascade": f_first + (1 - share1) * flops["full"]}
+    # the runtime the service and `resynth audit` pick by default (runtime 'auto'): ONNX Runtime for a detector
+    # without refinement steps; its timings, its accuracy on the same images and its agreement with torch's
+    served, agreement = full, None
+    if uses_onnx("auto", full.spec, device=device):
+        served = Detector.load(path, device=device, runtime="onnx", onnx=OrtConfig(cache_dir=str(ORT_CACHE)))
+        timing[ONNX] = {"batch1": timed(served, single, batch=1), "batched": timed(served, mix, batch=args.batch)}
+        flops[ONNX] = flops["full"]
+        for c, a in accuracy(served, reals, fakes, progress=not args.quick).items():
+            accuracy_rows[c][ONNX] = metrics_of(a["y"], a["full"], t)
+        pt = np.array([r.p_fake for r in full.score_tensors(mix)])
+        po = [(r.p_fake, r.verdict) for r in served.score_tensors(mix)]
+        vt = [r.verdict for r in full.score_tensors(mix)]
+        agreement = {"images": len(mix), "max_abs_dp": float(np.abs(pt - np.array([p for p, _ in po])).max()),
+                     "verdicts_same": float(np.mean([v == w for (_, v), w in zip(po, vt, strict=True)]))}
+        print("ONNX Runtime against torch:", json.dumps(agreement), flush=True)
     prof = profile_batch1(full, single[:1])
     for k, v in timing.items():
         v["flops_per_image"] = flops[k]
@@ -281,7 +300,7 @@ def measure(path: str, args, device, test, rate: float) -> dict:
         from .audit import build_folder, timed_audit
 
         images_dir, _ = build_folder(full, args.audit_n, 0)
-        rows = [timed_audit(images_dir, full, 1, path)]  # as `resynth audit` runs by default
+        rows = [timed_audit(images_dir, served, 1, path)]  # as `resynth audit` runs by default
         audit = {"meta": {"model_id": full.model_id, "cpus": os.cpu_count(), "machine": platform.machine(),
                           "n_images": args.audit_n}, "runs": rows}
         for r in rows:
@@ -289,7 +308,8 @@ def measure(path: str, args, device, test, rate: float) -> dict:
     return {"path": path, "model_id": full.model_id, "refine_steps": full.feature_cfg.refine_steps,
             "encoder": full.spec["encoder"]["file"], "band": det.first_stage.spec["band"] if has_cascade else None,
             "accuracy": accuracy_rows, "timing": timing, "frontier": frontier, "operating": operating, "api": api,
-            "audit": audit, "profile_batch1": prof}
+            "audit": audit, "profile_batch1": prof, "onnx_agreement": agreement,
+            "served_runtime": "onnx" if served is not full else "torch"}
 
 
 def main(argv=None) -> int:
@@ -396,11 +416,18 @@ def report(res: dict) -> str:
         acc, tim = r["accuracy"], r["timing"]
         for k in tim:
             t = tim[k]
-            share = {"full": 0.0, "first stage only": 1.0}.get(k, acc["clean"]["decided_first"])
+            share = {"full": 0.0, ONNX: 0.0, "first stage only": 1.0}.get(k, acc["clean"]["decided_first"])
             lines.append(f"| {_label(r)} | {k} | {t['batch1']['ms_per_image']:.0f} | "
                          f"{t['batched']['ms_per_image']:.0f} | {share:.0%} | {acc['clean'][k]['auc']:.4f} | "
                          f"{acc['clean'][k]['fpr']:.1%} | {t['flops_per_image'] / 1e9:.2f} | {t['floor_ms']:.0f} | "
                          f"{t['ratio_to_floor_batch1']:.1f}x |")
+    for r in res["detectors"]:
+        ag = r.get("onnx_agreement")
+        if ag:
+            lines += ["", f"{_label(r)} is served on ONNX Runtime (runtime `auto`: no refinement step), the row "
+                      f"`{ONNX}`; torch stays the reference (`full`). On the {ag['images']} timed images the two "
+                      f"give p_fake within {ag['max_abs_dp']:.1e} of each other and the same verdict for "
+                      f"{ag['verdicts_same']:.0%} of them."]
     lines += ["", "The service (its defaults, cascade off) and the audit (`resynth audit`'s defaults):", "",
               "| detector | p50 ms, concurrency 1 (normalised) | images/s at concurrency 16 (normalised) "
               "| 503 at 16 | audit files/s (normalised) |", "|---|---|---|---|---|"]

@@ -14,7 +14,7 @@ from gan_inversion.defaults import DEFAULT_DETECTOR
 from ..audit.config import AuditConfig
 from ..audit.ray_engine import RayConfig
 from ..roc import roc_on_folders
-from .common import add_device, default_of, device_of
+from .common import add_device, add_runtime, default_of, device_of, runtime_of
 
 CASCADE_HELP = ("use the detector's cascade: clear cases decided on the encoder's guess (faster, ranks worse: "
                 "benchmarks/RESULTS.md)")
@@ -53,7 +53,7 @@ def cmd_detect(args) -> int:
 
     if args.batch < 1:
         raise ValueError("--batch must be at least 1")
-    det = Detector.load(args.detector, device=device_of(args), cascade=args.cascade)
+    det = Detector.load(args.detector, device=device_of(args), cascade=args.cascade, **runtime_of(args))
     failures = 0
     bar = tqdm(total=len(args.paths), disable=len(args.paths) <= args.batch, file=sys.stderr, desc="scoring",
                unit="file")
@@ -88,8 +88,8 @@ def cmd_audit(args) -> int:
     from ..audit import audit_id_for, audit_progress, open_db, run_audit, write_report
     from ..runtime import Detector
 
-    loader = functools.partial(Detector.load, args.detector, device="cpu", cascade=args.cascade)
-    det = Detector.load(args.detector, device=device_of(args), cascade=args.cascade)
+    loader = functools.partial(Detector.load, args.detector, device="cpu", cascade=args.cascade, **runtime_of(args))
+    det = Detector.load(args.detector, device=device_of(args), cascade=args.cascade, **runtime_of(args))
     cfg = AuditConfig(workers=args.workers, frames_per_second=args.frames_per_second, crop_faces=args.crop == "faces",
                       batch=args.batch, confine_to=str(Path(args.root).resolve()) if args.root else None)
     engine = open_db(args.db)
@@ -133,6 +133,7 @@ def add_detect(sub) -> None:
                    help="files scored together (default %(default)s; a progress bar on stderr past one batch)")
     s.add_argument("--cascade", action="store_true", help=CASCADE_HELP)
     add_device(s)
+    add_runtime(s)
     s.set_defaults(func=cmd_detect)
 
 
@@ -162,6 +163,7 @@ def add_audit(sub) -> None:
     s.add_argument("--cascade", action="store_true", help=CASCADE_HELP)
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="the detector file")
     add_device(s)
+    add_runtime(s)
     s.set_defaults(func=cmd_audit)
 
 

@@ -36,15 +36,17 @@ class AttributionDetector(Detector):
         self.operating = None  # it decides at its attribution model's threshold, not at the primary's operating point
 
     @classmethod
-    def from_spec(cls, path: Path, spec: dict, *, device="cpu", perceptual=None, **kwargs) -> AttributionDetector:
+    def from_spec(cls, path: Path, spec: dict, *, device="cpu", perceptual=None, onnx=None,
+                  **kwargs) -> AttributionDetector:
         """The attribution file `spec` at `path` over the primary detector file it names (its networks loaded once,
-        here); kwargs as Detector's (max_pixels, refine_steps, policy)."""
+        here; with `onnx`, the primary's on ONNX Runtime); kwargs as Detector's (max_pixels, refine_steps,
+        policy)."""
         primary_path = path.parent / spec["attribution_of"]["file"]
         primary = read_spec(primary_path)
         if base_model_id(primary["model_id"]) != base_model_id(spec["attribution_of"]["model_id"]):
             raise DetectorError(f"{path}: fitted over detector {spec['attribution_of']['model_id']}, but "
                                 f"{spec['attribution_of']['file']} is {primary['model_id']}; refit the attribution")
-        parts = load_parts(primary_path, primary, device=device, perceptual=perceptual)
+        parts = load_parts(primary_path, primary, device=device, perceptual=perceptual, onnx=onnx)
         try:
             return cls(primary, spec, load_members(path, spec, device=device), bundle=parts.bundle,
                        encoder=parts.encoder, perceptual=parts.perceptual, device=device,

@@ -3,9 +3,13 @@ the artifact CNN and an attribution detector's members, each checked against the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from gan_inversion import ort
 from gan_inversion.checkpoints import Bundle, BundleError, load_bundle
 from gan_inversion.encoder import Encoder, load_encoder, weights_fingerprint
 from gan_inversion.perceptual import PerceptualDistance, build_perceptual, parse_backend_id
@@ -27,9 +31,10 @@ class Parts:
 
 
 def load_parts(path: str | Path, spec: dict | None = None, *, device="cpu",
-               perceptual: PerceptualDistance | None = None) -> Parts:
+               perceptual: PerceptualDistance | None = None, onnx: ort.OrtConfig | None = None) -> Parts:
     """Open a single detector file (or use its already read `spec`) and load what it names. A perceptual network
-    passed in must be the backend the detector was fitted with."""
+    passed in must be the backend the detector was fitted with. With `onnx` (and on the CPU), the networks' calls
+    that need no gradient run on ONNX Runtime (on_onnx_runtime)."""
     path = Path(path)
     spec = read_spec(path) if spec is None else spec
     if spec["kind"] != "single":
@@ -67,8 +72,29 @@ def load_parts(path: str | Path, spec: dict | None = None, *, device="cpu",
             artifact_net = load_artifact_cnn(base / entry["file"], sha256=entry["sha256"], device=device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise DetectorError(f"{path}: its artifact CNN: {exc}") from exc
-    return Parts(spec=spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device),
-                 artifact_net=artifact_net)
+    parts = Parts(spec=spec, bundle=bundle, encoder=encoder, perceptual=perceptual.to(device),
+                  artifact_net=artifact_net)
+    if onnx is not None and torch.device(device).type == "cpu":
+        try:
+            parts = on_onnx_runtime(parts, onnx)
+        except ort.OrtUnavailable as exc:
+            raise DetectorError(str(exc)) from exc
+    return parts
+
+
+def on_onnx_runtime(parts: Parts, cfg: ort.OrtConfig) -> Parts:
+    """The same parts (their weights checked above, shared) with every call that needs no gradient on ONNX Runtime:
+    the encoder, the synthesis from a latent, the discriminator's per-image features, the perceptual net's stages
+    (also the appearance features) and the artifact CNN. The refinement steps' calls stay on torch."""
+    b = parts.bundle
+    G, res, ch = b.G_ema, b.G_ema.img_resolution, b.G_ema.img_channels
+    example = torch.zeros(2, ch, res, res)  # [N, C, H, W]
+    bundle = dataclasses.replace(b, G_ema=ort.ort_generator(G, cfg=cfg), D=ort.OrtDiscriminator(b.D, cfg=cfg))
+    encoder = None if parts.encoder is None else ort.OrtForward(parts.encoder, example, name="encoder", cfg=cfg)
+    art = None if parts.artifact_net is None else ort.OrtForward(parts.artifact_net, example, name="artifact_cnn",
+                                                                 cfg=cfg)
+    return dataclasses.replace(parts, bundle=bundle, encoder=encoder, artifact_net=art,
+                               perceptual=ort.OrtPerceptual(parts.perceptual, cfg=cfg))
 
 
 def load_members(path: str | Path, spec: dict, *, device="cpu") -> list[Member]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gan_inversion.ort import OrtConfig, OrtPerceptual
+from gan_inversion.ort import available as ort_available
 from gan_inversion.perceptual import PerceptualDistance
 
 from .. import laundering
@@ -32,6 +34,24 @@ from .loader import load_parts
 from .pngs import heatmap_png, image_png
 from .result import ScoreResult
 from .verdict import STABILITY_CHECKS, UNSTABLE, VerdictPolicy
+
+RUNTIMES = ("torch", "onnx", "auto")
+
+
+def uses_onnx(runtime: str, spec: dict, *, device="cpu", refine_steps: int | None = None) -> bool:
+    """Whether a detector file is scored with ONNX Runtime under `runtime` (Detector.load). 'auto' picks it for a
+    detector without refinement steps on the CPU, where every network call is forward-only: measured 3x faster at
+    batch 1 for the fast detector, while with 25 refinement steps (torch's gradients) it gained nothing
+    (benchmarks/RESULTS.md 'speed')."""
+    if runtime not in RUNTIMES:
+        raise DetectorError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime != "auto":
+        return runtime == "onnx"
+    if spec["kind"] == "attribution" or torch.device(device).type != "cpu" or not ort_available():
+        return False
+    steps = refine_steps if refine_steps is not None else spec["features"]["refine_steps"]
+    return steps == 0
+
 
 # The detectors that wrap a Detector, by what asks for them: "cascade" and "attribution" (registered by their
 # modules, detector/runtime/cascade.py and attributed.py, which the package imports).
@@ -91,19 +111,24 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path, *, device="cpu", perceptual: PerceptualDistance | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS, refine_steps: int | None = None,
-             policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False) -> Detector:
+             policy: VerdictPolicy = VerdictPolicy(), cascade: bool = False,
+             runtime: str = "torch", onnx: OrtConfig | None = None) -> Detector:
         """Load a detector file and the networks it names: a Detector, or the detector that wraps one
         (WRAPPERS): an AttributionDetector for an attribution file, a CascadeDetector with cascade=True for a file
-        that has a cascade (clear cases decided on the encoder's guess; by default every image is refined)."""
+        that has a cascade (clear cases decided on the encoder's guess; by default every image is refined).
+        runtime: where the network calls that need no gradient run (RUNTIMES): 'torch' (the reference), 'onnx'
+        (ONNX Runtime with the settings `onnx`, default OrtConfig(): gan_inversion/ort.py), or 'auto': ONNX
+        Runtime for a detector that runs no refinement step on the CPU, torch otherwise."""
         path = Path(path)
         spec = read_spec(path)
+        onnx = (onnx or OrtConfig()) if uses_onnx(runtime, spec, device=device, refine_steps=refine_steps) else None
         kw = dict(device=device, perceptual=perceptual, max_pixels=max_pixels, refine_steps=refine_steps,
                   policy=policy)
         if spec["kind"] == "attribution":
             if cascade:
                 raise DetectorError(f"{path}: an attribution detector is scored without the cascade")
-            return WRAPPERS["attribution"].from_spec(path, spec, **kw)
-        parts = load_parts(path, spec, device=device, perceptual=perceptual)
+            return WRAPPERS["attribution"].from_spec(path, spec, onnx=onnx, **kw)
+        parts = load_parts(path, spec, device=device, perceptual=perceptual, onnx=onnx)
         klass = WRAPPERS["cascade"] if cascade and "cascade" in spec["contents"] else Detector
         return klass(spec, bundle=parts.bundle, encoder=parts.encoder, perceptual=parts.perceptual,
                      artifact_net=parts.artifact_net, **{k: v for k, v in kw.items() if k != "perceptual"})
@@ -128,7 +153,8 @@ class Detector:
                     "checks": self.operating.checks},
                 "evidence": list(self.evidence.names) if self.evidence else ["generator"], "cascade": None,
                 "kimg": self.bundle.progress.get("kimg"), "metrics": self.spec.get("metrics", {}),
-                "calibration": self.spec.get("calibration"), "framing": self.bundle.framing, "attribution": None}
+                "calibration": self.spec.get("calibration"), "framing": self.bundle.framing, "attribution": None,
+                "runtime": "onnx" if isinstance(self.perceptual, OrtPerceptual) else "torch"}
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, data, *, source: str | None = None, max_pixels: int | None = None) -> PreparedImage:
