@@ -142,6 +142,10 @@ def test_settings_from_env():
         settings_from_env({"RESYNTH_PORT": "eighty"})
     with pytest.raises(ValueError, match="positive"):
         settings_from_env({"RESYNTH_MAX_INFLIGHT": "0"})
+    assert settings_from_env({}).runtime == "auto"
+    assert settings_from_env({"RESYNTH_ONNX_CACHE": "none"}).onnx_cache == "none"
+    with pytest.raises(ValueError, match="RESYNTH_RUNTIME='openvino' must be one of torch, onnx, auto"):
+        settings_from_env({"RESYNTH_RUNTIME": "openvino"})
 
 
 def test_scoring_leaves_a_core_to_the_service_unless_told():
