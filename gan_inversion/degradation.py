@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .encoder import Encoder, InvertConfig, invert
 from .networks import Generator
 from .perceptual import PerceptualDistance
-from .projector import ProjectionResult, reconstruction_loss
+from .projector import ProjectionResult, reconstruction_loss, synthesize_start
 
 
 @dataclass(frozen=True)
@@ -113,13 +113,16 @@ def _score_on_guess(G: Generator, target: torch.Tensor, *, perceptual: Perceptua
     through the perceptual net, then each candidate's loss on degrade(G(w)) (what `invert` with 0 steps gives
     per candidate, without recomputing the shared parts)."""
     t0 = time.perf_counter()
-    base, ws0 = invert(G, target, encoder=None, perceptual=perceptual, cfg=cfg, ws_init=ws_init)
     N, k = target.shape[0], len(grid)
+    ws, images = synthesize_start(G, target, space=cfg.space, ws_init=ws_init)  # [N, num_ws, w_dim], [N, C, H, W]
+    ws0 = ws_init.detach() if ws_init is not None else G.w_avg.view(1, 1, -1).expand(N, G.num_ws, -1).clone()
+    tf = perceptual.target_features(target)
+    base = ProjectionResult(ws=ws, images=images, loss_history=torch.zeros(0, N), final_loss=torch.zeros(N),
+                            target_features=tf)
     # Candidates go through the perceptual net together, about SCORE_PASS images a pass: a small batch's
     # candidates in one pass (batch-1 convolutions take slow kernels), a large batch's one candidate at a time
     # (larger passes measured slower on CPU). Per-image results do not depend on the grouping.
     per_pass = max(1, SCORE_PASS // max(N, 1))
-    tf = perceptual.target_features(target)
     finals = []
     with torch.no_grad():
         for a in range(0, k, per_pass):
@@ -177,7 +180,8 @@ def invert_degraded(G: Generator, target: torch.Tensor, *, encoder: Encoder | No
         history = torch.cat([history, cont.loss_history])
         total_s += cont.timings["total_s"]
     result = ProjectionResult(ws=ws, images=images, final_loss=final, loss_history=history,
-                              timings={"total_s": total_s, "candidates": len(grid), "search_steps": search_steps})
+                              timings={"total_s": total_s, "candidates": len(grid), "search_steps": search_steps},
+                              target_features=runs[0][0].target_features)  # the same target in every run
     with torch.no_grad():
         degraded = torch.cat([d(images[i:i + 1]) for i, d in enumerate(chosen)])
     return DegradedInversion(result=result, ws_encoder=runs[0][1], degradations=chosen, losses=losses,

@@ -56,6 +56,7 @@ class ProjectionResult:
     final_loss: torch.Tensor       # [N] loss of the returned reconstruction
     noise: list[torch.Tensor] | None = None  # optimised noise maps, if any
     timings: dict = field(default_factory=dict)
+    target_features: list[torch.Tensor] | None = None  # perceptual.target_features(target), as the loss used them
 
 
 @torch.no_grad()
@@ -116,6 +117,17 @@ def _initial_latent(G: Generator, target: torch.Tensor, cfg: ProjectConfig, ws_i
         raise ValueError(f"ws_init must be [{N}, {G.num_ws}, {G.w_dim}], got {list(ws_init.shape)}")
     latent = (ws_init.mean(dim=1) if cfg.space == "W" else ws_init).detach().clone().to(target.device)
     return latent.requires_grad_(True)
+
+
+@torch.no_grad()
+def synthesize_start(G: Generator, target: torch.Tensor, *, space: str = "W", ws_init: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where `project` starts, without a step: the latents ws [N, num_ws, w_dim] (ws_init, or w_avg; averaged over
+    layers in W) and their synthesis [N, C, H, W] with constant noise: what project(..., num_steps=0) returns as ws
+    and images, without its loss (scoring a guess under several degradations computes those itself)."""
+    latent = _initial_latent(G, target, ProjectConfig(num_steps=0, space=space), ws_init).detach()
+    ws = latent.unsqueeze(1).repeat(1, G.num_ws, 1) if space == "W" else latent
+    return ws, G.synthesis(ws, noise_mode="const")
 
 
 def project(
@@ -197,4 +209,5 @@ def project(
         loss_history=torch.stack(history) if history else torch.zeros(0, N),
         noise=[n.detach() for n in noise] if noise is not None else None,
         timings={"total_s": elapsed, "ms_per_image": 1000 * elapsed / max(N, 1), "steps": cfg.num_steps},
+        target_features=target_features,
     )
