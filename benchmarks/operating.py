@@ -29,9 +29,11 @@ from detector import laundering
 from detector.features import FeatureCache, features_for
 from detector.imageio import as_files
 from detector.metrics import point_metrics
-from detector.runtime import Detector
+from detector.runtime import RUNTIMES, Detector
 from gan_inversion.data import load_fashion_mnist, to_float
 from gan_inversion.defaults import DEFAULT_CACHE, DEFAULT_DATA, DEFAULT_DETECTOR
+from gan_inversion.ort import DEFAULT_CACHE as ORT_CACHE
+from gan_inversion.ort import OrtConfig
 
 from .common import RESULTS_DIR, write_section
 from .roc import HELD_OUT_CONDITIONS, OWN, UNSEEN, _wilson, fake_sets
@@ -51,8 +53,9 @@ def judged(det: Detector, images: torch.Tensor, cache: FeatureCache, desc: str) 
     return ev.p_fake, np.asarray(det.verdicts(X, names, ev.p_fake, ev=ev, images=images))
 
 
-def run(paths: list[str], n_photos: int, n_fakes: int) -> dict:
-    dets = [Detector.load(p) for p in paths]
+def run(paths: list[str], n_photos: int, n_fakes: int, *, runtime: str = "torch") -> dict:
+    """Per detector file and condition, the table's row; `runtime` as Detector.load's ('auto': as served)."""
+    dets = [Detector.load(p, runtime=runtime, onnx=OrtConfig(cache_dir=str(ORT_CACHE))) for p in paths]
     ref = dets[0]
     if len({json.dumps(d.feature_context(), sort_keys=True, default=str) for d in dets}) != 1:
         raise SystemExit("the detectors must share their inversion (generator, encoder, perceptual net, settings)")
@@ -84,7 +87,8 @@ def render(meta: dict, results: dict) -> str:
     lines = ["## The operating point on 1,000 photos a condition (`python -m benchmarks.operating`)", "",
              f"{meta['n_photos']} test-split photos and {meta['n_fakes']} samples a generator, each presented as a "
              "user's file in every laundering (unseen generators: the suite's held-out conditions); "
-             f"{meta['cpus']} CPUs, run {meta['date']}, {meta['wall_s'] / 60:.0f} min. For photos, `fake` is the "
+             f"{meta['cpus']} CPUs, networks on {meta.get('runtime', 'torch')} (runtime), run {meta['date']}, "
+             f"{meta['wall_s'] / 60:.0f} min. For photos, `fake` is the "
              "delivered false-positive rate (target 1%, band 0.5–1.5%), with its 95% Wilson interval.", ""]
     for model_id, by_cond in results.items():
         lines += [f"### `{model_id}`", "", "| condition | photos fake (95% CI) | in band | photos uncertain / real | "
@@ -111,13 +115,17 @@ def main(argv=None) -> int:
                          f"one, {DEFAULT_DETECTOR.name})")
     ap.add_argument("--n-photos", type=int, default=1000, help="test-split photos per condition")
     ap.add_argument("--n-fakes", type=int, default=300, help="samples per generator and condition")
+    ap.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                    help="where the networks run (torch: the reference; auto: as the service and the CLI serve the "
+                         "file)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
     args = ap.parse_args(argv)
     t0 = time.time()
     torch.manual_seed(0)
-    results = run(args.detector or [str(DEFAULT_DETECTOR)], args.n_photos, args.n_fakes)
+    results = run(args.detector or [str(DEFAULT_DETECTOR)], args.n_photos, args.n_fakes, runtime=args.runtime)
     meta = {"n_photos": args.n_photos, "n_fakes": args.n_fakes, "cpus": torch.get_num_threads(),
-            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - t0}
+            "runtime": args.runtime, "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+            "wall_s": time.time() - t0}
     text = render(meta, results)
     print(text)
     if not args.no_write:

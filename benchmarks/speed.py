@@ -282,7 +282,7 @@ def measure(path: str, args, device, test, rate: float) -> dict:
         from .operating import run as operating_run
 
         torch.manual_seed(0)  # as benchmarks.operating: the same fresh samples, so the feature cache answers
-        operating = operating_run([path], args.n_photos, args.n_fakes)[full.model_id]
+        operating = operating_run([path], args.n_photos, args.n_fakes, runtime="auto")[full.model_id]  # as served
 
     api = None
     if not args.skip_api:
@@ -445,7 +445,8 @@ def report(res: dict) -> str:
             continue
         lines += ["", f"What users are told, {_label(r)}: the operating-point table of `benchmarks.operating` "
                   f"({m['n_photos']} test photos and {m['n_fakes']} samples a generator per laundering, presented "
-                  "as files; the same run). Photos `fake` = the delivered false-positive rate (target 1%).", "",
+                  f"as files; the same run, networks on {r.get('served_runtime', 'torch')} as served). Photos `fake` = "
+                  "the delivered false-positive rate (target 1%).", "",
                   "| condition | photos fake / uncertain / real | own generator fake / uncertain / real "
                   "| own TPR@1%FPR (AUC) | unseen TPR@1%FPR (AUC) |", "|---|---|---|---|---|"]
         for cname, row in op.items():
