@@ -104,6 +104,26 @@ def test_candidates_scored_on_the_guess_whatever_their_grouping(G, perc, monkeyp
     assert torch.allclose(alone.losses[0], expect[2], atol=1e-5)
 
 
+def test_a_guess_is_scored_with_one_pass_of_the_input(G, D, perc, monkeypatch):
+    """No refinement step: the input goes through the perceptual net once (its side of every candidate's loss and
+    of the features' distance), the candidates in one pass, the chosen reconstruction in one; the features are
+    those a fresh comparison gives."""
+    from detector.features import FeatureConfig, extract_features
+
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(5)))
+        target = gaussian_blur(G.synthesis(ws, noise_mode="const"), 1.0)
+    passes, stage_features = [], perc.stage_features
+    monkeypatch.setattr(perc, "stage_features", lambda x: passes.append(len(x)) or stage_features(x))
+    cfg = FeatureConfig(refine_steps=0, space="W+", degradations=((0.0, 1.0), (1.0, 1.0), (0.0, 0.5)))
+    fb = extract_features(G, D, PerfectGuess(target, ws), perc, target, cfg=cfg)
+    assert passes == [4, 12, 4]  # the input; 3 candidates x 4 images; the chosen reconstructions
+    monkeypatch.undo()
+    fresh = perc.compare(fb.reconstructions, target)
+    col = fb.names.index("perc_total")
+    assert torch.allclose(fb.values[:, col].float(), fresh["total"], atol=1e-6)
+
+
 def test_cheap_search_continues_each_image_under_its_own_degradation(G, perc):
     """search_steps=k: k steps per candidate, then the best per image continues; images in one batch may have
     chosen different degradations, and each one's result is the one it gets alone."""
