@@ -205,9 +205,8 @@ def project(
                                     target_features=target_features)
     elapsed = time.perf_counter() - t0
     return ProjectionResult(
-        ws=ws, images=images, final_loss=final.cpu(),
+        ws=ws, images=images, final_loss=final.cpu(), target_features=target_features,
         loss_history=torch.stack(history) if history else torch.zeros(0, N),
         noise=[n.detach() for n in noise] if noise is not None else None,
         timings={"total_s": elapsed, "ms_per_image": 1000 * elapsed / max(N, 1), "steps": cfg.num_steps},
-        target_features=target_features,
     )
