@@ -45,12 +45,29 @@ def shares(verdicts: np.ndarray) -> dict:
     return {k: float((verdicts == k).mean()) for k in ("fake", "uncertain", "real")}
 
 
-def judged(det: Detector, images: torch.Tensor, cache: FeatureCache, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """(p_fake [N], served verdicts [N]) of images as the model receives them."""
+def judged(det: Detector, images: torch.Tensor, cache: FeatureCache, desc: str):
+    """(p_fake [N], served verdicts [N], Evidence) of images as the model receives them."""
     X, names = features_for(images, G=det.G, D=det.D, encoder=det.encoder, perceptual=det.perceptual,
                             feature_cfg=det.feature_cfg, batch=50, cache=cache, desc=desc)
     ev = det.probabilities(X, images)
-    return ev.p_fake, np.asarray(det.verdicts(X, names, ev.p_fake, ev=ev, images=images))
+    return ev.p_fake, np.asarray(det.verdicts(X, names, ev.p_fake, ev=ev, images=images)), ev
+
+
+def per_evidence(ev_real, ev_fake) -> dict:
+    """AUC and TPR at 1% FPR of each evidence's raw score alone (higher: more suspicious), fakes against photos:
+    what each evidence knows before the combination."""
+    out = {}
+    for e in ev_fake.scores:
+        a, b = ev_real.scores.get(e), ev_fake.scores[e]
+        if a is None:
+            continue
+        s, y = np.r_[a, b], np.r_[np.zeros(len(a)), np.ones(len(b))]
+        ok = np.isfinite(s)
+        if ok.sum() < len(s) // 2 or len(set(y[ok])) < 2:
+            continue
+        m = point_metrics(y[ok], s[ok], None, probabilities=False)
+        out[e] = {"auc": m["auc"], "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"]}
+    return out
 
 
 def run(paths: list[str], n_photos: int, n_fakes: int, *, runtime: str = "torch") -> dict:
@@ -72,15 +89,34 @@ def run(paths: list[str], n_photos: int, n_fakes: int, *, runtime: str = "torch"
                 sets[g] = present(x)
         for det in dets:
             res = {name: judged(det, imgs, cache, f"{cname} {name}") for name, imgs in sets.items()}
-            p_real, v_real = res.pop("photos")
+            p_real, v_real, ev_real = res.pop("photos")
             row = {"photos": {**shares(v_real), "n": len(v_real)}}
-            for g, (p, v) in res.items():
+            for g, (p, v, ev) in res.items():
                 m = point_metrics(np.r_[np.zeros(len(p_real)), np.ones(len(p))], np.r_[p_real, p], None,
                                   probabilities=True)
-                row[g] = {**shares(v), "n": len(v), "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"], "auc": m["auc"]}
+                row[g] = {**shares(v), "n": len(v), "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"], "auc": m["auc"],
+                          "evidences": per_evidence(ev_real, ev)}
             out[det.model_id][cname] = row
             print(det.model_id, cname, {k: round(v["fake"], 4) for k, v in row.items()}, flush=True)
     return out
+
+
+def evidence_table(by_cond: dict) -> list[str]:
+    """Each evidence alone against the combined p_fake, per generator in the held-out conditions: AUC / TPR at 1%
+    FPR against the same photos."""
+    rows = [(c, g, r) for c, row in by_cond.items() if c in HELD_OUT_CONDITIONS
+            for g, r in row.items() if g != "photos" and r.get("evidences")]
+    if not rows:
+        return []
+    names = list(rows[0][2]["evidences"])
+    out = ["Each evidence alone (its raw score) against the combination, AUC / TPR at 1% FPR:", "",
+           "| condition | generator | combined p_fake | " + " | ".join(names) + " |",
+           "|---|---|---|" + "---|" * len(names)]
+    for c, g, r in rows:
+        ev = r["evidences"]
+        cells = [f"{ev[e]['auc']:.3f} / {ev[e]['tpr_at_1pct_fpr']:.0%}" if e in ev else "—" for e in names]
+        out.append(f"| {c} | {g} | {r['auc']:.3f} / {r['tpr_at_1pct_fpr']:.0%} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def render(meta: dict, results: dict) -> str:
@@ -104,7 +140,8 @@ def render(meta: dict, results: dict) -> str:
                          f"{own['real']:.1%} | {own['tpr_at_1pct_fpr']:.1%} | {unseen} |")
         inside = sum(BAND[0] <= r["photos"]["fake"] <= BAND[1] for r in by_cond.values())
         lines += ["", f"Delivered rate within 0.5–1.5%: {inside} of {len(by_cond)} conditions.", ""]
-    lines.append("Per condition and set: `benchmarks/results/operating.json`.")
+        lines += evidence_table(by_cond)
+    lines.append(f"Per condition and set: `benchmarks/results/{meta.get('section', 'operating')}.json`.")
     return "\n".join(lines)
 
 
@@ -119,19 +156,22 @@ def main(argv=None) -> int:
                     help="where the networks run (torch: the reference; auto: as the service and the CLI serve the "
                          "file)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
+    ap.add_argument("--section", default="operating",
+                    help="the RESULTS.md section (and results/<section>.json) written (another detector's table)")
     args = ap.parse_args(argv)
     t0 = time.time()
     torch.manual_seed(0)
     results = run(args.detector or [str(DEFAULT_DETECTOR)], args.n_photos, args.n_fakes, runtime=args.runtime)
     meta = {"n_photos": args.n_photos, "n_fakes": args.n_fakes, "cpus": torch.get_num_threads(),
-            "runtime": args.runtime, "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+            "runtime": args.runtime, "section": args.section, "machine": platform.machine(),
+            "date": time.strftime("%Y-%m-%d"),
             "wall_s": time.time() - t0}
     text = render(meta, results)
     print(text)
     if not args.no_write:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / "operating.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-        write_section("operating", text)
+        (RESULTS_DIR / f"{args.section}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        write_section(args.section, text)
     return 0
 
 
