@@ -256,11 +256,10 @@ def measure(path: str, args, device, test, rate: float) -> dict:
         flops[ONNX] = flops["full"]
         for c, a in accuracy(served, reals, fakes, progress=not args.quick).items():
             accuracy_rows[c][ONNX] = metrics_of(a["y"], a["full"], t)
-        pt = np.array([r.p_fake for r in full.score_tensors(mix)])
-        po = [(r.p_fake, r.verdict) for r in served.score_tensors(mix)]
-        vt = [r.verdict for r in full.score_tensors(mix)]
-        agreement = {"images": len(mix), "max_abs_dp": float(np.abs(pt - np.array([p for p, _ in po])).max()),
-                     "verdicts_same": float(np.mean([v == w for (_, v), w in zip(po, vt, strict=True)]))}
+        rt, ro = full.score_tensors(mix), served.score_tensors(mix)
+        pairs = list(zip(rt, ro, strict=True))
+        agreement = {"images": len(mix), "max_abs_dp": max(abs(a.p_fake - b.p_fake) for a, b in pairs),
+                     "verdicts_same": float(np.mean([a.verdict == b.verdict for a, b in pairs]))}
         print("ONNX Runtime against torch:", json.dumps(agreement), flush=True)
     prof = profile_batch1(full, single[:1])
     for k, v in timing.items():

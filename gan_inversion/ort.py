@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .encoder import weights_fingerprint
 from .networks import Discriminator, Generator
 from .perceptual import PerceptualDistance
 
@@ -65,16 +66,6 @@ def _require():
     return ort
 
 
-def weights_key(module: nn.Module) -> str:
-    """sha256 of a module's parameters and buffers (names, shapes, dtypes, values)."""
-    h = hashlib.sha256()
-    for name, t in list(module.state_dict(keep_vars=False).items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 class OrtGraph:
     """One forward function exported to ONNX and run by an InferenceSession: tensors in, a list of tensors out.
 
@@ -87,7 +78,7 @@ class OrtGraph:
         self.name, self.max_batch = name, cfg.max_batch
         self.item_shape = tuple(example.shape[1:])
         key = hashlib.sha256(f"{EXPORT_VERSION}|{name}|{type(fn).__name__}|{self.item_shape}|{example.dtype}|"
-                             f"{torch.__version__}|{ort.__version__}|{weights_key(fn)}".encode()).hexdigest()[:24]
+                             f"{torch.__version__}|{ort.__version__}|{weights_fingerprint(fn)}".encode()).hexdigest()[:24]
         self._tmp = None
         folder = None
         if cfg.cache_dir is not None:
